@@ -1,0 +1,304 @@
+"""Load a configuration: YAML files joined by ``extends:``, ``--set`` overrides, ``${ENV}`` values.
+
+Every problem in one run is collected and reported together, each with where it was written
+(file:line), the key path as written, the bad value, what is allowed and a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tuneline.config.schema import Config
+from tuneline.errors import ConfigError
+
+KeyPath = tuple[str, ...]
+_ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+# ---------------------------------------------------------------- schema introspection
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (unwrapping Optional / Annotated), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _section_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _model_at(path: KeyPath, root: type[BaseModel] = Config) -> type[BaseModel] | None:
+    cls: type[BaseModel] | None = root
+    for name in path:
+        if cls is None or name not in cls.model_fields:
+            return None
+        cls = _section_of(cls.model_fields[name].annotation)
+    return cls
+
+
+def path_fields(cls: type[BaseModel] = Config, prefix: KeyPath = ()) -> set[KeyPath]:
+    """Key paths of fields that hold filesystem paths (marked in the schema)."""
+    found: set[KeyPath] = set()
+    for name, info in cls.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("tuneline_path"):
+            found.add((*prefix, name))
+        sub = _section_of(info.annotation)
+        if sub is not None:
+            found |= path_fields(sub, (*prefix, name))
+    return found
+
+
+# ---------------------------------------------------------------- reading YAML
+def _dotted(path: KeyPath) -> str:
+    return ".".join(path) if path else "<top level>"
+
+
+def _walk_nodes(node: yaml.Node, prefix: KeyPath, where: str, lines: dict[KeyPath, str], problems: list[str]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            loc = f"{where}:{key_node.start_mark.line + 1}"
+            if key in seen:
+                problems.append(f"{loc}: {_dotted((*prefix, key))}: key given twice in the same mapping; keep one")
+            seen.add(key)
+            lines[(*prefix, key)] = loc
+            _walk_nodes(value_node, (*prefix, key), where, lines, problems)
+
+
+def _read_yaml(path: Path, lines: dict[KeyPath, str], problems: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        problems.append(f"{path}: config file not found; check the path")
+        return None
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problems.append(f"{at}: not valid YAML ({getattr(exc, 'problem', None) or exc}); fix the syntax there")
+        return None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(f"{path}: the top level must be a mapping of sections (model:, data:, ...), "
+                        f"got {type(data).__name__}")
+        return None
+    if node is not None:
+        _walk_nodes(node, (), str(path), lines, problems)
+    return data
+
+
+def _resolve_paths(data: dict[str, Any], base_dir: Path) -> None:
+    for key_path in path_fields():
+        parent: Any = data
+        for name in key_path[:-1]:
+            parent = parent.get(name) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict):
+            continue
+        value = parent.get(key_path[-1])
+        if isinstance(value, str) and value and "${" not in value and not Path(value).expanduser().is_absolute():
+            parent[key_path[-1]] = str((base_dir / value).resolve())
+        elif isinstance(value, str) and value.startswith("~"):
+            parent[key_path[-1]] = str(Path(value).expanduser())
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _load_file(path: Path, lines: dict[KeyPath, str], problems: list[str], chain: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        problems.append(f"{path}: extends forms a cycle ({cycle}); remove one of the links")
+        return {}
+    own_lines: dict[KeyPath, str] = {}
+    data = _read_yaml(path, own_lines, problems)
+    if data is None:
+        return {}
+    bases = data.pop("extends", None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        problems.append(f"{own_lines.get(('extends',), path)}: extends must be a file name or a list of them")
+        bases = []
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = _deep_merge(merged, _load_file(path.parent / base, lines, problems, (*chain, path)))
+    _resolve_paths(data, path.parent)
+    lines.update(own_lines)  # the file that extends wins, for values and for line numbers
+    return _deep_merge(merged, data)
+
+
+# ---------------------------------------------------------------- overrides and environment
+def _apply_set(data: dict[str, Any], override: str, lines: dict[KeyPath, str], problems: list[str]) -> None:
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        problems.append(f"--set {override!r}: expected KEY.PATH=VALUE, for example --set train.max_steps=50")
+        return
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = tuple(key.split("."))
+    target = data
+    for i, name in enumerate(parts[:-1]):
+        nxt = target.get(name)
+        if nxt is None:
+            nxt = target[name] = {}
+        if not isinstance(nxt, dict):
+            problems.append(f"--set {override!r}: {_dotted(parts[: i + 1])} is a value, not a section")
+            return
+        target = nxt
+    if parts in path_fields() and isinstance(value, str) and value and not Path(value).is_absolute():
+        value = str(Path(value).expanduser().resolve())
+    target[parts[-1]] = value
+    lines[parts] = f"--set {key}"
+
+
+def _interpolate(value: Any, path: KeyPath, env: typing.Mapping[str, str], templates: dict[str, str],
+                 lines: dict[KeyPath, str], problems: list[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, str(k)), env, templates, lines, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, str(i)), env, templates, lines, problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(f"{_where(path, lines)}{_dotted(path)}: environment variable {name} is not set; "
+                        f"export it or write ${{{name}:-default}}")
+        return ""
+
+    out = _ENV.sub(sub, value)
+    if _ENV.search(value.replace("$$", "")):
+        templates[".".join(path)] = value
+    return out
+
+
+# ---------------------------------------------------------------- error formatting
+def _where(path: KeyPath, lines: dict[KeyPath, str]) -> str:
+    for n in range(len(path), 0, -1):
+        if path[:n] in lines:
+            return lines[path[:n]] + ": "
+    return ""
+
+
+def _show(value: Any, path: KeyPath, templates: dict[str, str]) -> str:
+    if ".".join(path) in templates:
+        return repr(templates[".".join(path)])
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _format_error(err: dict[str, Any], lines: dict[KeyPath, str], templates: dict[str, str]) -> str:
+    path = tuple(str(p) for p in err["loc"])
+    kind = err["type"]
+    head = f"{_where(path, lines)}{_dotted(path)}"
+    if kind == "extra_forbidden":
+        parent = _model_at(path[:-1])
+        known = sorted(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(path[-1], known, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"{head}: unknown key; {hint}allowed keys here: {', '.join(known)}"
+    if kind == "missing":
+        return f"{head}: required key is missing; add it"
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        allowed = re.findall(r"'([^']*)'", expected)
+        got = err.get("input")
+        close = difflib.get_close_matches(str(got), allowed, n=1, cutoff=0.5) if allowed else []
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{head}: {_show(got, path, templates)} is not allowed; use one of {expected}{hint}"
+    got = _show(err.get("input"), path, templates)
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"{head}: {msg} (got {got})"
+
+
+# ---------------------------------------------------------------- entry points
+def load_config(path: str | Path, overrides: typing.Sequence[str] = (),
+                env: typing.Mapping[str, str] | None = None) -> Config:
+    """Read, merge, override, interpolate and validate a configuration; raise ConfigError listing all problems."""
+    env = os.environ if env is None else env
+    lines: dict[KeyPath, str] = {}
+    problems: list[str] = []
+    data = _load_file(Path(path), lines, problems, ())
+    for item in overrides:
+        _apply_set(data, item, lines, problems)
+    templates: dict[str, str] = {}
+    data = _interpolate(data, (), env, templates, lines, problems)
+    if problems and not data:
+        raise ConfigError(problems, source=str(path))
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        seen = set()
+        for err in exc.errors(include_url=False):
+            text = _format_error(err, lines, templates)
+            if text not in seen:
+                seen.add(text)
+                problems.append(text)
+        raise ConfigError(problems, source=str(path)) from None
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    config._templates.update(templates)
+    return config
+
+
+def to_dict(config: Config, *, redact: bool = True) -> dict[str, Any]:
+    """The resolved configuration as plain data; ${ENV} values put back as written unless redact=False."""
+    data = config.model_dump(mode="json")
+    if redact:
+        for dotted, template in config._templates.items():
+            parts = dotted.split(".")
+            target: Any = data
+            for name in parts[:-1]:
+                target = target[int(name)] if isinstance(target, list) else target[name]
+            if isinstance(target, list):
+                target[int(parts[-1])] = template
+            else:
+                target[parts[-1]] = template
+    return data
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def config_hash(config: Config) -> str:
+    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,142 @@
+"""The configuration schema: nested, frozen sections, unknown keys forbidden.
+
+Defaults live here and only here. Every field has a description; they become the JSON schema
+(`tuneline config schema`) and the CLI's help. This module imports no runtime code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+# Marker for fields holding filesystem paths: the loader resolves relative values against the
+# YAML file that names them (defaults, never named by a file, are relative to the working dir).
+PATH_FIELD = {"tuneline_path": True}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class RunConfig(Section):
+    name: str = Field("tuneline", description="Run name: runs go to <output_dir>/<name>/<run-id>/.", min_length=1,
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    output_dir: Annotated[Path, Field(description="Folder that holds the run directories.",
+                                      json_schema_extra=PATH_FIELD)] = Path("runs")
+    seed: int = Field(42, description="Global seed: data split, model initialisation, data order.")
+
+
+class ModelConfig(Section):
+    base: str = Field(
+        ...,
+        description="Base model: a hub id (org/name), a local checkpoint folder, or tiny:<family> "
+        "(a toy-size model of a real architecture built offline, for tests and the quickstart).",
+        min_length=1,
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of a hub model.")
+    family: str | None = Field(
+        None, description="Model family (gemma3, llama, ...). Detected from the checkpoint when unset."
+    )
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="Weight dtype. float32 on CPU; auto picks bfloat16 on a GPU that supports it."
+    )
+
+
+class SplitConfig(Section):
+    train: float = Field(0.8, gt=0, lt=1, description="Fraction of records in the training split.")
+    val: float = Field(0.1, ge=0, lt=1, description="Fraction of records in the validation split.")
+    test: float = Field(0.1, gt=0, lt=1, description="Fraction of records in the test split.")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1 (got {total:g}); adjust the fractions")
+        return self
+
+
+class DataConfig(Section):
+    path: Annotated[Path, Field(description="Chat JSONL file: one {\"messages\": [...]} per line, OpenAI shape; "
+                                "image parts {\"type\": \"image\", \"path\": ...} relative to the file.",
+                                json_schema_extra=PATH_FIELD)]
+    split: SplitConfig = Field(default_factory=SplitConfig, description="How records are split (deterministic for run.seed).")
+    max_seq_length: int = Field(512, gt=8, description="Longest tokenized sample (text plus image tokens).")
+
+
+class LoraConfig(Section):
+    r: int = Field(8, gt=0, description="LoRA rank.")
+    alpha: int = Field(16, gt=0, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: Literal["auto"] | list[str] = Field(
+        "auto",
+        description="'auto': every linear layer of the language model (not the vision tower, projector or "
+        "LM head); or a list of module names.",
+    )
+
+
+class TrainConfig(Section):
+    method: Literal["lora"] = Field("lora", description="Fine-tuning method.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings.")
+    train_projector: bool = Field(
+        False, description="Also train the vision-to-text projector (multimodal models), saved with the adapter."
+    )
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule."
+    )
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(8, gt=0, description="Micro-batch size per device.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training split (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    logging_steps: int = Field(10, gt=0, description="Log loss to metrics.jsonl every this many steps.")
+    save_steps: int = Field(100, gt=0, description="Save a checkpoint every this many optimizer steps.")
+    save_total_limit: int = Field(2, gt=0, description="Keep at most this many checkpoints.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    bf16: bool = Field(False, description="Mixed precision bf16 (GPU). Off by default: slow on CPU.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory. Off by default.")
+
+
+class EvalConfig(Section):
+    split: Literal["test", "val"] = Field("test", description="Split to evaluate on.")
+    compare_base: bool = Field(True, description="Also evaluate the base model, side by side with the tuned one.")
+    max_new_tokens: int = Field(16, gt=0, description="Generation budget for each answer.")
+    batch_size: int = Field(16, gt=0, description="Samples per forward pass.")
+    max_samples: int | None = Field(None, gt=0, description="Evaluate at most this many records (all when unset).")
+
+
+class RegistryConfig(Section):
+    enabled: bool = Field(True, description="Log the run to MLflow and register the adapter.")
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI. Default: sqlite:///.tuneline/mlflow.db in the working directory. "
+        "Credentials may come from ${ENV_VAR} and are never written out.",
+    )
+    experiment: str | None = Field(None, description="MLflow experiment name (default: run.name).")
+    model_name: str | None = Field(None, description="Registered model name (default: run.name).")
+
+
+class Config(Section):
+    """A tuneline configuration: one YAML file (plus `extends:` bases and `--set` overrides)."""
+
+    run: RunConfig = Field(default_factory=RunConfig, description="Run naming, output folder and seed.")
+    model: ModelConfig = Field(..., description="The base model.")
+    data: DataConfig = Field(..., description="Where the data comes from and how it is split.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation, base vs tuned.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow tracking and registry.")
+
+    # Key paths whose values came from ${ENV} interpolation, mapped to the text as written; the
+    # dumps put the template back so secrets never land in files or logs.
+    _templates: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        return self.registry.model_name or self.run.name
+
+    @property
+    def experiment_name(self) -> str:
+        return self.registry.experiment or self.run.name

@@ -1,0 +1,1 @@
+"""Data: sources → canonical records → split → fingerprinted files in the run directory."""

@@ -1,0 +1,1 @@
+"""Data sources: each turns some on-disk layout into canonical records."""

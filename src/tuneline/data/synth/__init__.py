@@ -1,0 +1,1 @@
+"""Synthetic datasets the project generates for examples and tests (deterministic per seed)."""

@@ -1,0 +1,1 @@
+"""Evaluation components: scoring models on records, metrics."""

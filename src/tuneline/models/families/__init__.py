@@ -1,0 +1,74 @@
+"""Registry of model families: one module each, registered by name.
+
+A family knows how to recognise its checkpoints (``model_type``), which transformers auto
+class loads them, where its language model, vision tower and projector live (for LoRA
+targeting and freezing), which tokens end an assistant turn, and how to build its ``tiny:``
+preset. Adding a family is adding a module that calls :func:`register_family`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuneline.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    model_types: tuple[str, ...]
+    multimodal: bool
+    auto_class: str  # name of the transformers Auto* class that loads it
+    build_tiny: Callable[[Path, int], None]  # (folder, seed) -> writes a checkpoint there
+    # Modules never adapted by LoRA "auto" targeting (vision side); regex over full names.
+    exclude_from_lora: str | None = None
+    projector_modules: tuple[str, ...] = ()  # attribute paths of the vision->text projector
+    vision_modules: tuple[str, ...] = ()  # attribute paths of the vision tower
+    turn_end_tokens: tuple[str, ...] = field(default_factory=tuple)  # stop generation on these
+
+
+_FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    if family.name in _FAMILIES:
+        raise ValueError(f"model family {family.name!r} is already registered")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def _ensure_builtin() -> None:
+    # Imported lazily so that `tuneline config ...` never pays for transformers.
+    from tuneline.models.families import gemma3, llama  # noqa: F401
+
+
+def family_names() -> list[str]:
+    _ensure_builtin()
+    return sorted(_FAMILIES)
+
+
+def get_family(name: str) -> ModelFamily:
+    _ensure_builtin()
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _FAMILIES, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ModelError(
+            f"unknown model family {name!r}",
+            hint=f"{hint}known families: {', '.join(sorted(_FAMILIES))}",
+        ) from None
+
+
+def family_for_model_type(model_type: str) -> ModelFamily:
+    _ensure_builtin()
+    for fam in _FAMILIES.values():
+        if model_type in fam.model_types:
+            return fam
+    raise ModelError(
+        f"no tuneline model family handles model_type {model_type!r}",
+        hint=f"supported model types: {', '.join(sorted(t for f in _FAMILIES.values() for t in f.model_types))}",
+    )

@@ -1,0 +1,125 @@
+"""Gemma 3 (image + text): ``Gemma3ForConditionalGeneration`` with ``Gemma3Processor``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuneline.models.families import ModelFamily, register_family
+from tuneline.models.tokenizer import train_tiny_tokenizer
+
+# The shape of Gemma 3's own template, reduced to what a tiny model needs: image parts become
+# <start_of_image>, which the processor expands into the image's soft tokens.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "<start_of_turn>{{ role }}\n"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<start_of_image>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "<end_of_turn>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+SPECIAL_TOKENS = [
+    "<pad>", "<eos>", "<bos>", "<unk>",
+    "<start_of_turn>", "<end_of_turn>",
+    "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+]  # fmt: skip
+
+IMAGE_SIZE = 32
+PATCH_SIZE = 8
+TOKENS_PER_IMAGE = 4  # a square whose root divides IMAGE_SIZE / PATCH_SIZE
+EMBED_STD = 0.25
+
+
+def build_tiny(folder: Path, seed: int) -> None:
+    import torch
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3Processor,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    tokenizer = train_tiny_tokenizer(
+        SPECIAL_TOKENS,
+        named_tokens={"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"},
+        extra_special_tokens={
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>",
+        },
+        chat_template=CHAT_TEMPLATE,
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    text = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=1024,
+        sliding_window=256,
+        pad_token_id=ids("<pad>"),
+        bos_token_id=ids("<bos>"),
+        eos_token_id=ids("<eos>"),
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+    )
+    config = Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=TOKENS_PER_IMAGE,
+        boi_token_index=ids("<start_of_image>"),
+        eoi_token_index=ids("<end_of_image>"),
+        image_token_index=ids("<image_soft_token>"),
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config)
+    # Gemma 3 zero-initialises the projector: a from-scratch model would ignore images. Give
+    # it a random projection of unit gain so image features reach the language model.
+    proj = model.model.multi_modal_projector.mm_input_projection_weight
+    with torch.no_grad():
+        proj.normal_(0.0, 1.0 / vision.hidden_size**0.5)
+        # The LM head is tied to the embeddings: at the default std (0.02) no logit can exceed ~1,
+        # so a tiny model could never become confident. Give the embeddings a usable gain.
+        model.get_input_embeddings().weight.normal_(0.0, EMBED_STD)
+    model.generation_config.eos_token_id = [ids("<eos>"), ids("<end_of_turn>")]
+    model.generation_config.pad_token_id = ids("<pad>")
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+        tokenizer=tokenizer,
+        image_seq_length=TOKENS_PER_IMAGE,
+        chat_template=CHAT_TEMPLATE,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+FAMILY = register_family(
+    ModelFamily(
+        name="gemma3",
+        model_types=("gemma3",),
+        multimodal=True,
+        auto_class="AutoModelForImageTextToText",
+        build_tiny=build_tiny,
+        exclude_from_lora=r".*(vision_tower|multi_modal_projector).*",
+        projector_modules=("model.multi_modal_projector",),
+        vision_modules=("model.vision_tower",),
+        turn_end_tokens=("<end_of_turn>",),
+    )
+)

@@ -1,0 +1,76 @@
+"""Llama (text only): ``LlamaForCausalLM`` with a fast tokenizer and a Llama-3-style chat format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuneline.models.families import ModelFamily, register_family
+from tuneline.models.tokenizer import train_tiny_tokenizer
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "<|eot_id|>"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+SPECIAL_TOKENS = [
+    "<|pad|>", "<|begin_of_text|>", "<|end_of_text|>", "<|unk|>",
+    "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+]  # fmt: skip
+
+
+def build_tiny(folder: Path, seed: int) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tiny_tokenizer(
+        SPECIAL_TOKENS,
+        named_tokens={
+            "bos_token": "<|begin_of_text|>",
+            "eos_token": "<|end_of_text|>",
+            "pad_token": "<|pad|>",
+            "unk_token": "<|unk|>",
+        },
+        chat_template=CHAT_TEMPLATE,
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=ids("<|pad|>"),
+        bos_token_id=ids("<|begin_of_text|>"),
+        eos_token_id=ids("<|end_of_text|>"),
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # tied LM head: see gemma3.build_tiny for why the gain matters
+        model.get_input_embeddings().weight.normal_(0.0, 0.25)
+    model.generation_config.eos_token_id = [ids("<|end_of_text|>"), ids("<|eot_id|>")]
+    model.generation_config.pad_token_id = ids("<|pad|>")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+FAMILY = register_family(
+    ModelFamily(
+        name="llama",
+        model_types=("llama",),
+        multimodal=False,
+        auto_class="AutoModelForCausalLM",
+        build_tiny=build_tiny,
+        turn_end_tokens=("<|eot_id|>",),
+    )
+)

@@ -1,0 +1,201 @@
+"""Resolve ``model.base`` and load it through ``from_pretrained``, the same path for every source.
+
+``model.base`` is one of
+  * ``tiny:<family>``  a toy-size model of a real architecture, built from a transformers config
+    with a tokenizer trained in-process, saved once as a normal checkpoint in the cache folder;
+  * a local folder holding a transformers checkpoint;
+  * a hub id (``org/name``), taken from the local hub cache, or downloaded when the hub answers.
+Whatever the source, the model is then loaded from a local folder with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlparse
+
+from tuneline.errors import ModelError
+from tuneline.models.families import ModelFamily, family_for_model_type, get_family
+
+if TYPE_CHECKING:
+    from tuneline.config.schema import ModelConfig
+
+TINY_PREFIX = "tiny:"
+TINY_SEED = 1234
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a base model lives and what it is: enough to load it and to record its provenance."""
+
+    spec: str  # as written in the config
+    kind: Literal["tiny", "local", "hub"]
+    folder: Path  # local checkpoint folder handed to from_pretrained
+    family: ModelFamily
+    revision: str | None  # hub commit hash, if from the hub
+    content_hash: str  # sha256 over the checkpoint's files
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "id": self.spec,
+            "kind": self.kind,
+            "family": self.family.name,
+            "revision": self.revision,
+            "content_hash": self.content_hash,
+        }
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TUNELINE_CACHE_DIR") or Path.home() / ".cache" / "tuneline")
+
+
+def folder_content_hash(folder: Path) -> str:
+    """sha256 over every file's relative path and bytes, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _model_type(folder: Path) -> str:
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise ModelError(
+            f"{folder} has no config.json, so it is not a transformers checkpoint",
+            hint="point model.base at a folder written by save_pretrained, a hub id, or tiny:<family>",
+        )
+    try:
+        return json.loads(cfg_file.read_text())["model_type"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise ModelError(f"{cfg_file} is not a valid model config ({exc})") from exc
+
+
+def tiny_folder(family: ModelFamily) -> Path:
+    """Build the family's tiny preset once (atomically) and return its checkpoint folder."""
+    import tokenizers
+    import transformers
+
+    from tuneline.models import tokenizer as tiny_tokenizer
+
+    # Keyed on the builder's own source: editing a preset rebuilds it, no version to remember.
+    builder_source = inspect.getsource(sys.modules[family.build_tiny.__module__]) + inspect.getsource(tiny_tokenizer)
+    key = hashlib.sha256(
+        f"{builder_source}|{TINY_SEED}|{transformers.__version__}|{tokenizers.__version__}".encode()
+    ).hexdigest()[:16]
+    target = cache_root() / "tiny" / f"{family.name}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{family.name}-", dir=target.parent))
+    try:
+        family.build_tiny(tmp, TINY_SEED)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process built it first: keep theirs
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_folder(repo_id: str, revision: str | None) -> tuple[Path, str]:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    # Weights only as safetensors: pickled .bin files are never fetched (never unpickle).
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+    try:
+        folder = snapshot_download(repo_id, revision=revision, local_files_only=True, allow_patterns=patterns)
+    except LocalEntryNotFoundError:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
+        if offline or not _hub_reachable():
+            why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached from this machine"
+            raise ModelError(
+                f"model {repo_id!r} is not in the local hub cache and {why}",
+                hint="download it where the hub is reachable (huggingface-cli download "
+                f"{repo_id}) and copy the cache, or set model.base to a local folder or tiny:<family>",
+            ) from None
+        try:
+            folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
+        except Exception as exc:  # noqa: BLE001 - hub errors come in many types
+            raise ModelError(f"could not download {repo_id!r} from the hub: {exc}") from exc
+    path = Path(folder)
+    return path, path.name  # snapshot folders are named after the commit hash
+
+
+def resolve_base(cfg: ModelConfig) -> ResolvedModel:
+    spec = cfg.base
+    if spec.startswith(TINY_PREFIX):
+        family = get_family(spec[len(TINY_PREFIX) :])
+        folder = tiny_folder(family)
+        return ResolvedModel(spec, "tiny", folder, family, None, folder_content_hash(folder))
+    local = Path(spec).expanduser()
+    if local.is_dir():
+        family = get_family(cfg.family) if cfg.family else family_for_model_type(_model_type(local))
+        return ResolvedModel(spec, "local", local.resolve(), family, None, folder_content_hash(local))
+    if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
+        raise ModelError(
+            f"model.base {spec!r} is neither an existing folder, a hub id (org/name) nor tiny:<family>",
+            hint="check the path (relative paths are resolved against the config file)",
+        )
+    folder, commit = _hub_folder(spec, cfg.revision)
+    family = get_family(cfg.family) if cfg.family else family_for_model_type(_model_type(folder))
+    return ResolvedModel(spec, "hub", folder, family, commit, folder_content_hash(folder))
+
+
+def torch_dtype(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+def load_model(resolved: ResolvedModel, dtype: str = "float32"):
+    """Load the base model from its local folder with the family's Auto class."""
+    import transformers
+
+    auto = getattr(transformers, resolved.family.auto_class)
+    try:
+        return auto.from_pretrained(resolved.folder, dtype=torch_dtype(dtype), use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"could not load model from {resolved.folder}: {exc}") from exc
+
+
+def load_processor(resolved: ResolvedModel):
+    """The family's processor (multimodal) or tokenizer (text), wrapped for chat use."""
+    from tuneline.models.processing import ChatProcessor
+
+    import transformers
+
+    auto = transformers.AutoProcessor if resolved.family.multimodal else transformers.AutoTokenizer
+    try:
+        inner = auto.from_pretrained(resolved.folder)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"could not load the processor from {resolved.folder}: {exc}") from exc
+    return ChatProcessor(inner, resolved.family)

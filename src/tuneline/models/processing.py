@@ -1,0 +1,85 @@
+"""One interface over a multimodal processor or a plain tokenizer, for chat-formatted samples.
+
+Stages and collators talk to this instead of branching on the family: render a conversation
+with the model's own chat template, encode texts (+ images) into a batch, and know which token
+ids are image placeholders (never trained on) and which end an assistant turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from tuneline.models.families import ModelFamily
+
+# Tokenizer attributes that name multimodal placeholder tokens, across families.
+_IMAGE_TOKEN_ATTRS = ("image_token", "boi_token", "eoi_token", "video_token", "vision_start_token", "vision_end_token")
+
+
+def template_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Canonical messages → what chat templates expect: image parts carry no path."""
+    out = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, str):
+            parts = [{"type": "text", "text": content}]
+        else:
+            parts = [{"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]} for p in content]
+        out.append({"role": m["role"], "content": parts})
+    return out
+
+
+class ChatProcessor:
+    def __init__(self, inner: Any, family: ModelFamily) -> None:
+        self.inner = inner
+        self.family = family
+        self.multimodal = family.multimodal
+        self.tokenizer = getattr(inner, "tokenizer", inner)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    @property
+    def image_token_ids(self) -> set[int]:
+        ids = set()
+        for attr in _IMAGE_TOKEN_ATTRS:
+            token = getattr(self.tokenizer, attr, None)
+            if isinstance(token, str):
+                tid = self.tokenizer.convert_tokens_to_ids(token)
+                if tid is not None and tid != self.tokenizer.unk_token_id:
+                    ids.add(int(tid))
+        return ids
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        ids = [self.tokenizer.eos_token_id]
+        ids += [self.tokenizer.convert_tokens_to_ids(t) for t in self.family.turn_end_tokens]
+        return sorted({int(i) for i in ids if i is not None})
+
+    def render(self, messages: Sequence[dict[str, Any]], *, add_generation_prompt: bool = False) -> str:
+        return self.inner.apply_chat_template(
+            template_messages(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    @contextmanager
+    def _padding(self, side: str):
+        old = self.tokenizer.padding_side
+        self.tokenizer.padding_side = side
+        try:
+            yield
+        finally:
+            self.tokenizer.padding_side = old
+
+    def encode(self, texts: list[str], images: list[list[Any]] | None = None, *, padding_side: str = "right"):
+        """Tokenize rendered texts (the chat template already added BOS) with their images."""
+        with self._padding(padding_side):
+            if self.multimodal and images and any(images):
+                return self.inner(text=texts, images=images, padding=True, add_special_tokens=False, return_tensors="pt")
+            return self.tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -1,0 +1,1 @@
+"""Model registry on MLflow: tracking store, lineage tags, registered model versions."""

@@ -1,0 +1,61 @@
+"""The MLflow store: SQLite under .tuneline/ by default, any tracking server by URI.
+
+MLflow is imported lazily (it costs a second or two) and its telemetry is switched off: this
+tool must work on machines with no way out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tuneline.errors import RegistryError
+
+WORKSPACE = ".tuneline"
+
+
+def workspace(cwd: Path | None = None) -> Path:
+    return (cwd or Path.cwd()) / WORKSPACE
+
+
+def default_tracking_uri(cwd: Path | None = None) -> str:
+    ws = workspace(cwd)
+    ws.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{ws / 'mlflow.db'}"
+
+
+def default_artifact_root(cwd: Path | None = None) -> Path:
+    return workspace(cwd) / "mlartifacts"
+
+
+def client(tracking_uri: str | None):
+    """An MlflowClient for the URI (default store when None); fails clearly when unreachable."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    import logging
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on first use
+
+    uri = tracking_uri or default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        c.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds here
+        raise RegistryError(f"cannot reach the MLflow store: {exc}",
+                            hint="check registry.tracking_uri (and that the server is running)") from exc
+    return c
+
+
+def experiment_id(c, name: str, tracking_uri: str | None) -> str:
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    # An explicit artifact location: MLflow's default is ./mlruns relative to whatever the cwd is.
+    location = None
+    if tracking_uri is None or tracking_uri.startswith("sqlite:"):
+        location = (default_artifact_root() / name).resolve().as_uri()
+    return c.create_experiment(name, artifact_location=location)

@@ -1,0 +1,53 @@
+"""run: prepare → train → evaluate → register in one new run directory.
+
+    tuneline run CONFIG
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tuneline.config import Config
+from tuneline.runs import RunDir
+from tuneline.stages import evaluate, prepare, register, train
+
+STAGE_MODULES = {"prepare": prepare, "train": train, "evaluate": evaluate, "register": register}
+
+
+Reporter = Callable[[str, str, float], None]  # (stage, "start" | "done", seconds)
+
+
+def preflight(cfg: Config) -> None:
+    """Cheap checks that would otherwise fail a later stage after minutes of work."""
+    from tuneline.models.families import get_family
+    from tuneline.models.load import TINY_PREFIX
+
+    if cfg.model.base.startswith(TINY_PREFIX):
+        get_family(cfg.model.base[len(TINY_PREFIX) :])
+    if cfg.model.family:
+        get_family(cfg.model.family)
+
+
+def run_stage(name: str, cfg: Config, run: RunDir, report: Reporter | None = None):
+    started = time.time()
+    if report:
+        report(name, "start", 0.0)
+    with run.stage(name):
+        result = STAGE_MODULES[name].run(cfg, run)
+    if report:
+        report(name, "done", time.time() - started)
+    return result
+
+
+def run_all(cfg: Config, config_path: str | Path | None = None, report: Reporter | None = None) -> RunDir:
+    preflight(cfg)
+    run = RunDir.create(cfg, Path(config_path) if config_path else None)
+    for name in STAGE_MODULES:
+        if name == "register" and not cfg.registry.enabled:
+            continue
+        run_stage(name, cfg, run, report)
+    if not cfg.registry.enabled:
+        run.update_summary(complete=True)
+    return run

@@ -1,0 +1,96 @@
+"""register: log the run to MLflow and create a registered model version of the adapter.
+
+    tuneline register CONFIG [--run-dir RUN_DIR]
+
+Parameters (the resolved config, secrets redacted), training curves, eval metrics and the run's
+artifacts go to an MLflow run; the adapter becomes a new version of registry.model_name, tagged
+with its lineage. Registering the same run directory again returns the existing version.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from tuneline.config import Config, to_dict
+from tuneline.registry import store
+from tuneline.registry.lineage import lineage_tags
+from tuneline.runs import RunDir
+
+log = logging.getLogger("tuneline.register")
+
+
+@dataclass(frozen=True)
+class Registration:
+    model_name: str
+    version: str
+    mlflow_run_id: str
+    tracking_uri: str
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = str(v)
+    return out
+
+
+def run(cfg: Config, run: RunDir) -> Registration:
+    from mlflow.entities import Metric, Param, RunTag
+
+    run.require("evaluate")
+    uri = cfg.registry.tracking_uri or store.default_tracking_uri()
+    shown_uri = to_dict(cfg)["registry"]["tracking_uri"] or uri  # never a secret in clear
+    client = store.client(uri)
+    name = cfg.model_name
+    tags = lineage_tags(run)
+
+    # 1. Same run directory registered before? Return that version instead of a duplicate.
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        if mv.tags.get("tuneline.run_id") == run.run_id and mv.tags.get("tuneline.run_dir") == str(run.path):
+            log.info("run already registered as %s version %s", name, mv.version)
+            return _finish(run, Registration(name, str(mv.version), mv.run_id, shown_uri))
+
+    # 2. An MLflow run with params, the training curve, eval metrics and the artifacts.
+    exp_id = store.experiment_id(client, cfg.experiment_name, cfg.registry.tracking_uri)
+    summary = run.summary()
+    mlrun = client.create_run(exp_id, run_name=run.run_id, tags=tags)
+    rid = mlrun.info.run_id
+    try:
+        params = [Param(k, v[:6000]) for k, v in _flatten(to_dict(cfg)).items()]
+        metrics = [Metric(f"train_{k}", float(v), 0, int(m["step"]))
+                   for m in run.metrics() for k, v in m.items() if k not in ("step", "epoch")]
+        for who in ("base", "tuned"):
+            for k, v in (summary["eval"].get(who) or {}).items():
+                metrics.append(Metric(f"eval_{who}_{k}", float(v), 0, 0))
+        for i in range(0, len(params), 100):
+            client.log_batch(rid, params=params[i : i + 100])
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(rid, metrics=metrics[i : i + 1000])
+        client.log_batch(rid, tags=[RunTag("tuneline.data_counts", str(summary["data"]["counts"]))])
+        client.log_artifacts(rid, str(run.adapter_dir), "adapter")
+        for f in (run.eval_file, run.config_file, run.provenance_file, run.data_manifest, run.predictions_file):
+            client.log_artifact(rid, str(f))
+    except BaseException:
+        client.set_terminated(rid, status="FAILED")
+        raise
+    client.set_terminated(rid, status="FINISHED")
+
+    # 3. A registered model version whose source is the adapter artifact.
+    # (MLflow 3's register_model("runs:/...") rejects a plain artifact folder: create the version directly.)
+    if client.search_registered_models(f"name = '{name}'") == []:
+        client.create_registered_model(name, description="Adapters fine-tuned with tuneline.")
+    source = f"{client.get_run(rid).info.artifact_uri}/adapter"
+    mv = client.create_model_version(name, source=source, run_id=rid, tags=tags)
+    log.info("registered %s version %s from %s", name, mv.version, source)
+    return _finish(run, Registration(name, str(mv.version), rid, shown_uri))
+
+
+def _finish(run: RunDir, reg: Registration) -> Registration:
+    run.update_summary(registry={"model_name": reg.model_name, "version": reg.version,
+                                 "mlflow_run_id": reg.mlflow_run_id, "tracking_uri": reg.tracking_uri})
+    return reg

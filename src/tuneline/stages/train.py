@@ -1,0 +1,119 @@
+"""train: LoRA fine-tuning of the base model on the prepared training split.
+
+    tuneline train CONFIG [--run-dir RUN_DIR]
+
+Loads the base model through from_pretrained, adds LoRA (seeded first), trains with the
+transformers Trainer and our collator (loss on answer tokens only), then saves the adapter
+and the processor into adapter/ in one rename.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from tuneline.config import Config
+from tuneline.data.records import read_records
+from tuneline.errors import DataError
+from tuneline.runs import RunDir, atomic_dir
+
+log = logging.getLogger("tuneline.train")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    final_loss: float
+    steps: int
+    seconds: float
+    trainable_parameters: int
+
+
+def run(cfg: Config, run: RunDir) -> TrainResult:
+    import torch
+    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    from tuneline.models.load import load_model, load_processor, resolve_base
+    from tuneline.training.adapters import add_lora
+    from tuneline.training.callbacks import MetricsCallback, ProgressCallback
+    from tuneline.training.collate import ChatCollator
+
+    run.require("prepare")
+    train_records = list(read_records(run.split_file("train")))
+    if not train_records:
+        raise DataError(f"{run.split_file('train')} is empty", hint="re-run prepare with more data")
+
+    # 1. Base model and processor, the same from_pretrained path for tiny, local and hub models.
+    base = resolve_base(cfg.model)
+    run.update_provenance(base_model=base.provenance())
+    processor = load_processor(base)
+    model = load_model(base, cfg.model.dtype)
+
+    # 2. LoRA on the language model. Seed before PEFT draws the LoRA initialisation.
+    set_seed(cfg.run.seed)
+    model = add_lora(model, cfg.train, base.family)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("base %s (%s), trainable parameters %d", base.spec, base.family.name, trainable)
+
+    # 3. Trainer with CPU-sane defaults: no bf16, no gradient checkpointing unless asked.
+    steps_per_epoch = math.ceil(len(train_records) / (cfg.train.batch_size * cfg.train.gradient_accumulation_steps))
+    args = TrainingArguments(
+        output_dir=str(run.checkpoints_dir),
+        per_device_train_batch_size=cfg.train.batch_size,
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        learning_rate=cfg.train.learning_rate,
+        lr_scheduler_type=cfg.train.lr_scheduler,
+        warmup_steps=cfg.train.warmup_ratio,
+        weight_decay=cfg.train.weight_decay,
+        num_train_epochs=cfg.train.epochs,
+        max_steps=cfg.train.max_steps or -1,
+        max_grad_norm=cfg.train.max_grad_norm,
+        logging_steps=cfg.train.logging_steps,
+        save_strategy="steps",
+        save_steps=max(1, cfg.train.save_steps),
+        save_total_limit=cfg.train.save_total_limit,
+        bf16=cfg.train.bf16,
+        gradient_checkpointing=cfg.train.gradient_checkpointing,
+        seed=cfg.run.seed,
+        data_seed=cfg.run.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_records,
+        data_collator=ChatCollator(processor, cfg.data.max_seq_length),
+        processing_class=processor.inner,
+        callbacks=[ProgressCallback(), MetricsCallback(run)],
+    )
+    trainer.remove_callback(PrinterCallback)  # our progress bar shows the loss
+
+    # 4. Train.
+    started = time.time()
+    output = trainer.train()
+    seconds = time.time() - started
+    losses = [m["loss"] for m in run.metrics() if "loss" in m]
+    final_loss = losses[-1] if losses else float(output.training_loss)
+
+    # 5. Save adapter + processor atomically.
+    with atomic_dir(run.adapter_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.inner.save_pretrained(tmp)
+
+    result = TrainResult(final_loss=final_loss, steps=trainer.state.global_step, seconds=seconds,
+                         trainable_parameters=trainable)
+    run.update_summary(train={
+        "final_loss": final_loss, "mean_loss": float(output.training_loss), "steps": result.steps,
+        "steps_per_epoch": steps_per_epoch, "seconds": round(seconds, 2),
+        "samples_per_second": round(result.steps * cfg.train.batch_size * cfg.train.gradient_accumulation_steps
+                                    / max(seconds, 1e-9), 2),
+        "trainable_parameters": trainable,
+    })
+    log.info("trained %d steps in %.1f s, final loss %.4f", result.steps, seconds, final_loss)
+    return result

@@ -1,0 +1,1 @@
+"""Training components: collation, LoRA adapters, progress and metric callbacks."""

@@ -1,0 +1,64 @@
+"""Trainer callbacks: a progress bar with loss and ETA, and per-step metrics into metrics.jsonl."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import TrainerCallback
+
+from tuneline.runs import RunDir
+
+
+class ProgressCallback(TrainerCallback):
+    """A rich progress bar on stderr: step M/N, loss, samples/s, elapsed and ETA."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.progress: Progress | None = None
+        self.task = None
+        self.loss = float("nan")
+        self.started = 0.0
+        self.samples_per_step = 1
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} samples/s"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=self.console, transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=state.max_steps, loss="-", rate="-")
+        self.started = time.time()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            elapsed = max(time.time() - self.started, 1e-9)
+            rate = state.global_step * self.samples_per_step / elapsed
+            self.progress.update(self.task, completed=state.global_step, loss=f"{self.loss:.4f}", rate=f"{rate:.0f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class MetricsCallback(TrainerCallback):
+    """Append every logged training metric to the run's metrics.jsonl (fsynced)."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        values = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+        if values:
+            self.run.append_metric({"step": state.global_step, "epoch": state.epoch, **values})

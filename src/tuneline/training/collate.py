@@ -1,0 +1,89 @@
+"""Turn canonical records into model batches with loss only on the assistant's answer tokens.
+
+For each assistant turn the template is rendered twice, up to the turn's generation prompt and
+through the turn; the tokens in between (the answer and its end-of-turn marker) are the only
+labels. Image placeholder tokens are never labels, and padding is never a label. Every key the
+processor returns is kept (Gemma 3 needs ``token_type_ids`` for bidirectional image attention).
+Nothing is truncated: a sample longer than ``max_seq_length`` is an error naming the record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from PIL import Image
+
+from tuneline.data.records import Record
+from tuneline.errors import DataError
+from tuneline.models.processing import ChatProcessor
+
+IGNORE = -100
+
+
+def load_images(record: Record) -> list[Image.Image]:
+    images = []
+    for path in record.images:
+        with Image.open(path) as im:
+            images.append(im.convert("RGB"))
+    return images
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class ChatCollator:
+    def __init__(self, processor: ChatProcessor, max_seq_length: int) -> None:
+        self.processor = processor
+        self.max_seq_length = max_seq_length
+        self.image_ids = torch.tensor(sorted(processor.image_token_ids), dtype=torch.long)
+
+    def _ids(self, messages: list[dict[str, Any]], images: list[Image.Image], generation_prompt: bool) -> list[int]:
+        n_images = sum(1 for m in messages for p in m["content"] if p["type"] == "image")
+        text = self.processor.render(messages, add_generation_prompt=generation_prompt)
+        enc = self.processor.encode([text], [images[:n_images]] if n_images else None)
+        return enc["input_ids"][0].tolist()
+
+    def answer_spans(self, record: Record, images: list[Image.Image], full_ids: list[int]) -> list[tuple[int, int]]:
+        """[start, end) token spans of every assistant turn within ``full_ids``."""
+        spans = []
+        for j, m in enumerate(record.messages):
+            if m["role"] != "assistant":
+                continue
+            before = self._ids(record.messages[:j], images, generation_prompt=True)
+            through = self._ids(record.messages[: j + 1], images, generation_prompt=False)
+            start = _common_prefix(before, full_ids)
+            end = _common_prefix(through, full_ids)
+            if end > start:
+                spans.append((start, end))
+        return spans
+
+    def __call__(self, records: list[Record]) -> dict[str, torch.Tensor]:
+        images = [load_images(r) for r in records]
+        texts = [self.processor.render(r.messages) for r in records]
+        batch = self.processor.encode(texts, images if any(images) else None, padding_side="right")
+        input_ids = batch["input_ids"]
+        if input_ids.shape[1] > self.max_seq_length:
+            lengths = batch["attention_mask"].sum(dim=1).tolist()
+            worst = max(range(len(records)), key=lambda i: lengths[i])
+            raise DataError(
+                f"record {records[worst].id} ({records[worst].source}) is {lengths[worst]} tokens "
+                f"including image tokens, above data.max_seq_length={self.max_seq_length}",
+                hint="raise data.max_seq_length or shorten the sample; image tokens are never truncated",
+            )
+        labels = torch.full_like(input_ids, IGNORE)
+        for i, record in enumerate(records):
+            n = int(batch["attention_mask"][i].sum())
+            full = input_ids[i, :n].tolist()
+            for start, end in self.answer_spans(record, images[i], full):
+                labels[i, start:end] = input_ids[i, start:end]
+        labels[batch["attention_mask"] == 0] = IGNORE
+        labels[torch.isin(labels, self.image_ids)] = IGNORE
+        out = dict(batch)
+        out["labels"] = labels
+        return out
