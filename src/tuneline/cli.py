@@ -14,8 +14,12 @@ from rich.table import Table
 
 from tuneline.errors import TunelineError
 
-app = typer.Typer(help="Fine-tune, evaluate, register and serve models from one YAML config.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Fine-tune, evaluate, register and serve models from one YAML config.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 config_app = typer.Typer(help="Validate, show and describe configurations.", no_args_is_help=True)
 data_app = typer.Typer(help="Data utilities.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -25,9 +29,17 @@ out = Console()
 err = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set train.max_steps=50 (repeatable).")]
-RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="Run directory of the earlier stage "
-                                                "(default: the newest run of this config's name that has it).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a key: --set train.max_steps=50 (repeatable).")
+]
+RunDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--run-dir",
+        help="Run directory of the earlier stage "
+        "(default: the newest run of this config's name that has it).",
+    ),
+]
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -61,18 +73,22 @@ def print_summary(summary: dict) -> None:
     table = Table(title="tuneline run summary", show_header=True, header_style="bold")
     table.add_column("")
     table.add_column("base", justify="right")
-    table.add_column("tuned", justify="right")
+    table.add_column("tuned", justify="right", overflow="fold")
     data = summary.get("data") or {}
     counts = data.get("counts") or {}
     train = summary.get("train") or {}
     ev = summary.get("eval") or {}
     base, tuned = ev.get("base") or {}, ev.get("tuned") or {}
     reg = summary.get("registry") or {}
-    table.add_row("data (train/val/test)", "", "/".join(str(counts.get(s, "-")) for s in ("train", "val", "test")))
+    table.add_row(
+        "data (train/val/test)", "", "/".join(str(counts.get(s, "-")) for s in ("train", "val", "test"))
+    )
     table.add_row("train final loss", "", _fmt(train.get("final_loss")))
     table.add_row(f"eval loss ({ev.get('split', '-')})", _fmt(base.get("loss")), _fmt(tuned.get("loss")))
     table.add_row("eval accuracy", _fmt(base.get("accuracy"), ".3f"), _fmt(tuned.get("accuracy"), ".3f"))
-    table.add_row("registered model", "", f"{reg.get('model_name', '-')} v{reg.get('version', '-')}" if reg else "-")
+    table.add_row(
+        "registered model", "", f"{reg.get('model_name', '-')} v{reg.get('version', '-')}" if reg else "-"
+    )
     table.add_row("run directory", "", summary.get("run_dir", "-"))
     out.print(table)
 
@@ -180,7 +196,7 @@ def config_schema() -> None:
 def data_synth(
     kind: Annotated[str, typer.Argument(help="Dataset to generate: shapes.")],
     out_dir: Annotated[Path, typer.Argument(help="Folder to write into.")],
-    n: Annotated[int, typer.Option(help="Number of records.")] = 400,
+    n: Annotated[int, typer.Option(help="Number of records.")] = 800,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Generate a synthetic dataset (deterministic for a seed)."""
@@ -188,7 +204,11 @@ def data_synth(
 
     generators = {"shapes": shapes.generate}
     if kind not in generators:
-        raise _fail(TunelineError(f"unknown synthetic dataset {kind!r}", hint=f"choose one of {', '.join(generators)}"))
+        raise _fail(
+            TunelineError(
+                f"unknown synthetic dataset {kind!r}", hint=f"choose one of {', '.join(generators)}"
+            )
+        )
     path = generators[kind](out_dir, n=n, seed=seed)
     out.print(f"wrote {n} records to {path}")
 

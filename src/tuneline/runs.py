@@ -109,11 +109,17 @@ def git_state(where: Path) -> dict[str, Any]:
     if commit is None:
         return {"commit": None, "dirty": None, "repository": None}
     status = _git(["status", "--porcelain", "--untracked-files=no"], folder)
-    return {"commit": commit, "dirty": bool(status), "repository": _git(["rev-parse", "--show-toplevel"], folder)}
+    return {
+        "commit": commit,
+        "dirty": bool(status),
+        "repository": _git(["rev-parse", "--show-toplevel"], folder),
+    }
 
 
 def environment() -> dict[str, Any]:
-    packages = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"])
+    packages = sorted(
+        f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]
+    )
     versions = {}
     for name in ("torch", "transformers", "peft", "accelerate", "mlflow-skinny", "tokenizers", "pydantic"):
         try:
@@ -169,26 +175,39 @@ class RunDir:
         path.mkdir(parents=True, exist_ok=False)
         run = cls(path)
         atomic_write_text(run.config_file, to_yaml(cfg))
-        atomic_write_json(run.provenance_file, {
-            "tuneline_version": tuneline_version(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "config_file": str(config_path.resolve()) if config_path else None,
-            "config_hash": config_hash(cfg),
-            "git": git_state(config_path.resolve() if config_path else Path.cwd()),
-            "environment": environment(),
-            "data": None,
-            "base_model": None,
-        })
-        atomic_write_json(run.summary_file, {"run_dir": str(run.path), "run_id": run_id, "name": cfg.run.name,
-                                             "stages": [], "complete": False})
+        atomic_write_json(
+            run.provenance_file,
+            {
+                "tuneline_version": tuneline_version(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "config_file": str(config_path.resolve()) if config_path else None,
+                "config_hash": config_hash(cfg),
+                "git": git_state(config_path.resolve() if config_path else Path.cwd()),
+                "environment": environment(),
+                "data": None,
+                "base_model": None,
+            },
+        )
+        atomic_write_json(
+            run.summary_file,
+            {
+                "run_dir": str(run.path),
+                "run_id": run_id,
+                "name": cfg.run.name,
+                "stages": [],
+                "complete": False,
+            },
+        )
         return run
 
     @classmethod
     def open(cls, path: Path) -> RunDir:
         run = cls(path)
         if not run.summary_file.is_file():
-            raise RunDirError(f"{path} is not a tuneline run directory (no summary.json)",
-                              hint="pass a folder created by `tuneline prepare` or `tuneline run`")
+            raise RunDirError(
+                f"{path} is not a tuneline run directory (no summary.json)",
+                hint="pass a folder created by `tuneline prepare` or `tuneline run`",
+            )
         return run
 
     @classmethod
@@ -200,8 +219,10 @@ class RunDir:
             run = cls(path)
             if with_stage in run.summary().get("stages", []):
                 return run
-        raise RunDirError(f"no run under {root} has completed the {with_stage} stage",
-                          hint=f"run `tuneline {with_stage}` first, or pass --run-dir")
+        raise RunDirError(
+            f"no run under {root} has completed the {with_stage} stage",
+            hint=f"run `tuneline {with_stage}` first, or pass --run-dir",
+        )
 
     # state -------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -223,8 +244,10 @@ class RunDir:
 
     def require(self, stage: str) -> None:
         if stage not in self.summary().get("stages", []):
-            raise RunDirError(f"the {stage} stage has not completed in {self.path}",
-                              hint=f"run `tuneline {stage} CONFIG --run-dir {self.path}` first")
+            raise RunDirError(
+                f"the {stage} stage has not completed in {self.path}",
+                hint=f"run `tuneline {stage} CONFIG --run-dir {self.path}` first",
+            )
 
     def append_metric(self, record: dict[str, Any]) -> None:
         with self.metrics_file.open("a", encoding="utf-8") as fh:
@@ -252,10 +275,13 @@ class RunDir:
             yield
         except BaseException as exc:
             log.error("stage %s failed: %s", name, exc)
-            atomic_write_text(self.failed_file, (
-                f"stage: {name}\nerror: {type(exc).__name__}: {exc}\n\n"
-                + "".join(traceback.format_exception(exc))
-            ))
+            atomic_write_text(
+                self.failed_file,
+                (
+                    f"stage: {name}\nerror: {type(exc).__name__}: {exc}\n\n"
+                    + "".join(traceback.format_exception(exc))
+                ),
+            )
             stages = [s for s in self.summary().get("stages", []) if STAGES.index(s) < STAGES.index(name)]
             self.update_summary(stages=stages, complete=False, failed_stage=name)
             raise

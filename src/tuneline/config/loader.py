@@ -68,14 +68,18 @@ def _dotted(path: KeyPath) -> str:
     return ".".join(path) if path else "<top level>"
 
 
-def _walk_nodes(node: yaml.Node, prefix: KeyPath, where: str, lines: dict[KeyPath, str], problems: list[str]) -> None:
+def _walk_nodes(
+    node: yaml.Node, prefix: KeyPath, where: str, lines: dict[KeyPath, str], problems: list[str]
+) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
             key = str(key_node.value)
             loc = f"{where}:{key_node.start_mark.line + 1}"
             if key in seen:
-                problems.append(f"{loc}: {_dotted((*prefix, key))}: key given twice in the same mapping; keep one")
+                problems.append(
+                    f"{loc}: {_dotted((*prefix, key))}: key given twice in the same mapping; keep one"
+                )
             seen.add(key)
             lines[(*prefix, key)] = loc
             _walk_nodes(value_node, (*prefix, key), where, lines, problems)
@@ -92,13 +96,17 @@ def _read_yaml(path: Path, lines: dict[KeyPath, str], problems: list[str]) -> di
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problems.append(f"{at}: not valid YAML ({getattr(exc, 'problem', None) or exc}); fix the syntax there")
+        problems.append(
+            f"{at}: not valid YAML ({getattr(exc, 'problem', None) or exc}); fix the syntax there"
+        )
         return None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        problems.append(f"{path}: the top level must be a mapping of sections (model:, data:, ...), "
-                        f"got {type(data).__name__}")
+        problems.append(
+            f"{path}: the top level must be a mapping of sections (model:, data:, ...), "
+            f"got {type(data).__name__}"
+        )
         return None
     if node is not None:
         _walk_nodes(node, (), str(path), lines, problems)
@@ -113,7 +121,12 @@ def _resolve_paths(data: dict[str, Any], base_dir: Path) -> None:
         if not isinstance(parent, dict):
             continue
         value = parent.get(key_path[-1])
-        if isinstance(value, str) and value and "${" not in value and not Path(value).expanduser().is_absolute():
+        if (
+            isinstance(value, str)
+            and value
+            and "${" not in value
+            and not Path(value).expanduser().is_absolute()
+        ):
             parent[key_path[-1]] = str((base_dir / value).resolve())
         elif isinstance(value, str) and value.startswith("~"):
             parent[key_path[-1]] = str(Path(value).expanduser())
@@ -129,7 +142,9 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _load_file(path: Path, lines: dict[KeyPath, str], problems: list[str], chain: tuple[Path, ...]) -> dict[str, Any]:
+def _load_file(
+    path: Path, lines: dict[KeyPath, str], problems: list[str], chain: tuple[Path, ...]
+) -> dict[str, Any]:
     path = path.resolve()
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
@@ -182,12 +197,22 @@ def _apply_set(data: dict[str, Any], override: str, lines: dict[KeyPath, str], p
     lines[parts] = f"--set {key}"
 
 
-def _interpolate(value: Any, path: KeyPath, env: typing.Mapping[str, str], templates: dict[str, str],
-                 lines: dict[KeyPath, str], problems: list[str]) -> Any:
+def _interpolate(
+    value: Any,
+    path: KeyPath,
+    env: typing.Mapping[str, str],
+    templates: dict[str, str],
+    lines: dict[KeyPath, str],
+    problems: list[str],
+) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, (*path, str(k)), env, templates, lines, problems) for k, v in value.items()}
+        return {
+            k: _interpolate(v, (*path, str(k)), env, templates, lines, problems) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_interpolate(v, (*path, str(i)), env, templates, lines, problems) for i, v in enumerate(value)]
+        return [
+            _interpolate(v, (*path, str(i)), env, templates, lines, problems) for i, v in enumerate(value)
+        ]
     if not isinstance(value, str) or "$" not in value:
         return value
 
@@ -199,8 +224,10 @@ def _interpolate(value: Any, path: KeyPath, env: typing.Mapping[str, str], templ
             return env[name]
         if default is not None:
             return default
-        problems.append(f"{_where(path, lines)}{_dotted(path)}: environment variable {name} is not set; "
-                        f"export it or write ${{{name}:-default}}")
+        problems.append(
+            f"{_where(path, lines)}{_dotted(path)}: environment variable {name} is not set; "
+            f"export it or write ${{{name}:-default}}"
+        )
         return ""
 
     out = _ENV.sub(sub, value)
@@ -246,14 +273,15 @@ def _format_error(err: dict[str, Any], lines: dict[KeyPath, str], templates: dic
     got = _show(err.get("input"), path, templates)
     msg = err["msg"]
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     return f"{head}: {msg} (got {got})"
 
 
 # ---------------------------------------------------------------- entry points
-def load_config(path: str | Path, overrides: typing.Sequence[str] = (),
-                env: typing.Mapping[str, str] | None = None) -> Config:
-    """Read, merge, override, interpolate and validate a configuration; raise ConfigError listing all problems."""
+def load_config(
+    path: str | Path, overrides: typing.Sequence[str] = (), env: typing.Mapping[str, str] | None = None
+) -> Config:
+    """Read, merge, override, interpolate and validate a config; ConfigError lists every problem."""
     env = os.environ if env is None else env
     lines: dict[KeyPath, str] = {}
     problems: list[str] = []

@@ -21,10 +21,15 @@ class Section(BaseModel):
 
 
 class RunConfig(Section):
-    name: str = Field("tuneline", description="Run name: runs go to <output_dir>/<name>/<run-id>/.", min_length=1,
-                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    output_dir: Annotated[Path, Field(description="Folder that holds the run directories.",
-                                      json_schema_extra=PATH_FIELD)] = Path("runs")
+    name: str = Field(
+        "tuneline",
+        description="Run name: runs go to <output_dir>/<name>/<run-id>/.",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    )
+    output_dir: Annotated[
+        Path, Field(description="Folder that holds the run directories.", json_schema_extra=PATH_FIELD)
+    ] = Path("runs")
     seed: int = Field(42, description="Global seed: data split, model initialisation, data order.")
 
 
@@ -58,10 +63,17 @@ class SplitConfig(Section):
 
 
 class DataConfig(Section):
-    path: Annotated[Path, Field(description="Chat JSONL file: one {\"messages\": [...]} per line, OpenAI shape; "
-                                "image parts {\"type\": \"image\", \"path\": ...} relative to the file.",
-                                json_schema_extra=PATH_FIELD)]
-    split: SplitConfig = Field(default_factory=SplitConfig, description="How records are split (deterministic for run.seed).")
+    path: Annotated[
+        Path,
+        Field(
+            description='Chat JSONL file: one {"messages": [...]} per line, OpenAI shape; '
+            'image parts {"type": "image", "path": ...} relative to the file.',
+            json_schema_extra=PATH_FIELD,
+        ),
+    ]
+    split: SplitConfig = Field(
+        default_factory=SplitConfig, description="How records are split (deterministic for run.seed)."
+    )
     max_seq_length: int = Field(512, gt=8, description="Longest tokenized sample (text plus image tokens).")
 
 
@@ -80,7 +92,8 @@ class TrainConfig(Section):
     method: Literal["lora"] = Field("lora", description="Fine-tuning method.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings.")
     train_projector: bool = Field(
-        False, description="Also train the vision-to-text projector (multimodal models), saved with the adapter."
+        False,
+        description="Also train the vision-to-text projector (multimodal models), saved with the adapter.",
     )
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
@@ -90,7 +103,9 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(8, gt=0, description="Micro-batch size per device.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
-    epochs: float = Field(1.0, gt=0, description="Passes over the training split (ignored when max_steps is set).")
+    epochs: float = Field(
+        1.0, gt=0, description="Passes over the training split (ignored when max_steps is set)."
+    )
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
     logging_steps: int = Field(10, gt=0, description="Log loss to metrics.jsonl every this many steps.")
     save_steps: int = Field(100, gt=0, description="Save a checkpoint every this many optimizer steps.")
@@ -102,10 +117,14 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     split: Literal["test", "val"] = Field("test", description="Split to evaluate on.")
-    compare_base: bool = Field(True, description="Also evaluate the base model, side by side with the tuned one.")
+    compare_base: bool = Field(
+        True, description="Also evaluate the base model, side by side with the tuned one."
+    )
     max_new_tokens: int = Field(16, gt=0, description="Generation budget for each answer.")
     batch_size: int = Field(16, gt=0, description="Samples per forward pass.")
-    max_samples: int | None = Field(None, gt=0, description="Evaluate at most this many records (all when unset).")
+    max_samples: int | None = Field(
+        None, gt=0, description="Evaluate at most this many records (all when unset)."
+    )
 
 
 class RegistryConfig(Section):
@@ -127,7 +146,9 @@ class Config(Section):
     data: DataConfig = Field(..., description="Where the data comes from and how it is split.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation, base vs tuned.")
-    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow tracking and registry.")
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig, description="MLflow tracking and registry."
+    )
 
     # Key paths whose values came from ${ENV} interpolation, mapped to the text as written; the
     # dumps put the template back so secrets never land in files or logs.

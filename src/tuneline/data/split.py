@@ -19,8 +19,10 @@ def split_records(records: list[Record], cfg: SplitConfig, seed: int) -> dict[st
     n_val = round(n * cfg.val) if cfg.val > 0 else 0
     n_train = n - n_test - n_val
     if n_train < 1:
-        raise DataError(f"{n} record(s) are too few for the split {cfg.train}/{cfg.val}/{cfg.test}",
-                        hint="add data or change data.split")
+        raise DataError(
+            f"{n} record(s) are too few for the split {cfg.train}/{cfg.val}/{cfg.test}",
+            hint="add data or change data.split",
+        )
     return {
         "train": ordered[:n_train],
         "val": ordered[n_train : n_train + n_val],

@@ -48,14 +48,17 @@ def answer_loss(model, collator: ChatCollator, records: list[Record], batch_size
         logits = model(**batch).logits.float()
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
         mask = shift_labels != -100
-        total += torch.nn.functional.cross_entropy(shift_logits[mask], shift_labels[mask], reduction="sum").item()
+        total += torch.nn.functional.cross_entropy(
+            shift_logits[mask], shift_labels[mask], reduction="sum"
+        ).item()
         count += int(mask.sum())
     return total / max(count, 1)
 
 
 @torch.no_grad()
-def generate_answers(model, processor: ChatProcessor, records: list[Record], batch_size: int,
-                     max_new_tokens: int, device) -> list[str]:
+def generate_answers(
+    model, processor: ChatProcessor, records: list[Record], batch_size: int, max_new_tokens: int, device
+) -> list[str]:
     """Greedy answers to each record's prompt (everything before its last assistant turn)."""
     answers: list[str] = []
     for chunk in _batches(records, batch_size):
@@ -64,21 +67,37 @@ def generate_answers(model, processor: ChatProcessor, records: list[Record], bat
         batch = processor.encode(texts, images if any(images) else None, padding_side="left")
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=False,
-            eos_token_id=processor.stop_token_ids, pad_token_id=processor.pad_token_id,
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=processor.stop_token_ids,
+            pad_token_id=processor.pad_token_id,
         )
         new = out[:, batch["input_ids"].shape[1] :]
         answers += [processor.decode(row).strip() for row in new.tolist()]
     return answers
 
 
-def score(model, processor: ChatProcessor, records: list[Record], *, batch_size: int, max_new_tokens: int,
-          max_seq_length: int, on_batch: Callable[[], None] | None = None) -> Scores:
+def score(
+    model,
+    processor: ChatProcessor,
+    records: list[Record],
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    max_seq_length: int,
+    on_batch: Callable[[], None] | None = None,
+) -> Scores:
     device = next(model.parameters()).device
     model.eval()
     started = time.time()
     loss = answer_loss(model, ChatCollator(processor, max_seq_length), records, batch_size, device)
     predictions = generate_answers(model, processor, records, batch_size, max_new_tokens, device)
     correct = sum(normalise(p) == normalise(r.answer) for p, r in zip(predictions, records, strict=True))
-    return Scores(loss=loss, accuracy=correct / len(records), n=len(records), seconds=time.time() - started,
-                  predictions=predictions)
+    return Scores(
+        loss=loss,
+        accuracy=correct / len(records),
+        n=len(records),
+        seconds=time.time() - started,
+        predictions=predictions,
+    )

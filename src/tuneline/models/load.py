@@ -91,7 +91,9 @@ def tiny_folder(family: ModelFamily) -> Path:
     from tuneline.models import tokenizer as tiny_tokenizer
 
     # Keyed on the builder's own source: editing a preset rebuilds it, no version to remember.
-    builder_source = inspect.getsource(sys.modules[family.build_tiny.__module__]) + inspect.getsource(tiny_tokenizer)
+    builder_source = inspect.getsource(sys.modules[family.build_tiny.__module__]) + inspect.getsource(
+        tiny_tokenizer
+    )
     key = hashlib.sha256(
         f"{builder_source}|{TINY_SEED}|{transformers.__version__}|{tokenizers.__version__}".encode()
     ).hexdigest()[:16]
@@ -172,7 +174,9 @@ def torch_dtype(name: str):
     import torch
 
     if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        return (
+            torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        )
     return getattr(torch, name)
 
 
@@ -189,9 +193,9 @@ def load_model(resolved: ResolvedModel, dtype: str = "float32"):
 
 def load_processor(resolved: ResolvedModel):
     """The family's processor (multimodal) or tokenizer (text), wrapped for chat use."""
-    from tuneline.models.processing import ChatProcessor
-
     import transformers
+
+    from tuneline.models.processing import ChatProcessor
 
     auto = transformers.AutoProcessor if resolved.family.multimodal else transformers.AutoTokenizer
     try:

@@ -14,7 +14,14 @@ from typing import Any
 from tuneline.models.families import ModelFamily
 
 # Tokenizer attributes that name multimodal placeholder tokens, across families.
-_IMAGE_TOKEN_ATTRS = ("image_token", "boi_token", "eoi_token", "video_token", "vision_start_token", "vision_end_token")
+_IMAGE_TOKEN_ATTRS = (
+    "image_token",
+    "boi_token",
+    "eoi_token",
+    "video_token",
+    "vision_start_token",
+    "vision_end_token",
+)
 
 
 def template_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -25,7 +32,10 @@ def template_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]
         if isinstance(content, str):
             parts = [{"type": "text", "text": content}]
         else:
-            parts = [{"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]} for p in content]
+            parts = [
+                {"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]}
+                for p in content
+            ]
         out.append({"role": m["role"], "content": parts})
     return out
 
@@ -78,7 +88,9 @@ class ChatProcessor:
         """Tokenize rendered texts (the chat template already added BOS) with their images."""
         with self._padding(padding_side):
             if self.multimodal and images and any(images):
-                return self.inner(text=texts, images=images, padding=True, add_special_tokens=False, return_tensors="pt")
+                return self.inner(
+                    text=texts, images=images, padding=True, add_special_tokens=False, return_tensors="pt"
+                )
             return self.tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
 
     def decode(self, ids: Sequence[int]) -> str:

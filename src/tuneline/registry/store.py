@@ -45,8 +45,10 @@ def client(tracking_uri: str | None):
         c = MlflowClient(tracking_uri=uri, registry_uri=uri)
         c.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds here
-        raise RegistryError(f"cannot reach the MLflow store: {exc}",
-                            hint="check registry.tracking_uri (and that the server is running)") from exc
+        raise RegistryError(
+            f"cannot reach the MLflow store: {exc}",
+            hint="check registry.tracking_uri (and that the server is running)",
+        ) from exc
     return c
 
 

@@ -37,8 +37,11 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     records = list(read_records(run.split_file(cfg.eval.split)))[: cfg.eval.max_samples]
     if not records:
         raise DataError(f"the {cfg.eval.split} split is empty", hint="change data.split or eval.split")
-    options = {"batch_size": cfg.eval.batch_size, "max_new_tokens": cfg.eval.max_new_tokens,
-               "max_seq_length": cfg.data.max_seq_length}
+    options = {
+        "batch_size": cfg.eval.batch_size,
+        "max_new_tokens": cfg.eval.max_new_tokens,
+        "max_seq_length": cfg.data.max_seq_length,
+    }
 
     # 1. The base model, through the same loading path as training.
     base = resolve_base(cfg.model)
@@ -64,11 +67,23 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
         rows.append(json.dumps(row, ensure_ascii=False))
     atomic_write_text(run.predictions_file, "\n".join(rows) + "\n")
     result = EvalResult(base=base_scores.headline() if base_scores else None, tuned=tuned_scores.headline())
-    atomic_write_json(run.eval_file, {
-        "split": cfg.eval.split, "n": len(records), "metric": "exact_match",
-        "base": result.base, "tuned": result.tuned,
-        "delta": {"loss": tuned_scores.loss - base_scores.loss,
-                  "accuracy": tuned_scores.accuracy - base_scores.accuracy} if base_scores else None,
-    })
-    run.update_summary(eval={"split": cfg.eval.split, "n": len(records), "base": result.base, "tuned": result.tuned})
+    atomic_write_json(
+        run.eval_file,
+        {
+            "split": cfg.eval.split,
+            "n": len(records),
+            "metric": "exact_match",
+            "base": result.base,
+            "tuned": result.tuned,
+            "delta": {
+                "loss": tuned_scores.loss - base_scores.loss,
+                "accuracy": tuned_scores.accuracy - base_scores.accuracy,
+            }
+            if base_scores
+            else None,
+        },
+    )
+    run.update_summary(
+        eval={"split": cfg.eval.split, "n": len(records), "base": result.base, "tuned": result.tuned}
+    )
     return result

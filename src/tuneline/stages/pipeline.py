@@ -1,6 +1,6 @@
 """run: prepare → train → evaluate → register in one new run directory.
 
-    tuneline run CONFIG
+tuneline run CONFIG
 """
 
 from __future__ import annotations

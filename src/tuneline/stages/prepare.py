@@ -1,6 +1,6 @@
 """prepare: read the chat JSONL, split it deterministically, fingerprint it, write data/.
 
-    tuneline prepare CONFIG
+tuneline prepare CONFIG
 """
 
 from __future__ import annotations
@@ -41,9 +41,15 @@ def run(cfg: Config, run: RunDir) -> PreparedData:
     with atomic_dir(run.data_dir) as tmp:
         for name in SPLITS:
             write_records(tmp / f"{name}.jsonl", splits[name])
-        atomic_write_json(tmp / "manifest.json", {
-            "source": str(cfg.data.path), "counts": counts, "fingerprint": fp, "settings": settings,
-        })
+        atomic_write_json(
+            tmp / "manifest.json",
+            {
+                "source": str(cfg.data.path),
+                "counts": counts,
+                "fingerprint": fp,
+                "settings": settings,
+            },
+        )
 
     run.update_provenance(data={"fingerprint": fp, "source": str(cfg.data.path), "counts": counts})
     run.update_summary(data={"counts": counts, "fingerprint": fp})

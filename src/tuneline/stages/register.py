@@ -62,8 +62,12 @@ def run(cfg: Config, run: RunDir) -> Registration:
     rid = mlrun.info.run_id
     try:
         params = [Param(k, v[:6000]) for k, v in _flatten(to_dict(cfg)).items()]
-        metrics = [Metric(f"train_{k}", float(v), 0, int(m["step"]))
-                   for m in run.metrics() for k, v in m.items() if k not in ("step", "epoch")]
+        metrics = [
+            Metric(f"train_{k}", float(v), 0, int(m["step"]))
+            for m in run.metrics()
+            for k, v in m.items()
+            if k not in ("step", "epoch")
+        ]
         for who in ("base", "tuned"):
             for k, v in (summary["eval"].get(who) or {}).items():
                 metrics.append(Metric(f"eval_{who}_{k}", float(v), 0, 0))
@@ -73,7 +77,13 @@ def run(cfg: Config, run: RunDir) -> Registration:
             client.log_batch(rid, metrics=metrics[i : i + 1000])
         client.log_batch(rid, tags=[RunTag("tuneline.data_counts", str(summary["data"]["counts"]))])
         client.log_artifacts(rid, str(run.adapter_dir), "adapter")
-        for f in (run.eval_file, run.config_file, run.provenance_file, run.data_manifest, run.predictions_file):
+        for f in (
+            run.eval_file,
+            run.config_file,
+            run.provenance_file,
+            run.data_manifest,
+            run.predictions_file,
+        ):
             client.log_artifact(rid, str(f))
     except BaseException:
         client.set_terminated(rid, status="FAILED")
@@ -91,6 +101,12 @@ def run(cfg: Config, run: RunDir) -> Registration:
 
 
 def _finish(run: RunDir, reg: Registration) -> Registration:
-    run.update_summary(registry={"model_name": reg.model_name, "version": reg.version,
-                                 "mlflow_run_id": reg.mlflow_run_id, "tracking_uri": reg.tracking_uri})
+    run.update_summary(
+        registry={
+            "model_name": reg.model_name,
+            "version": reg.version,
+            "mlflow_run_id": reg.mlflow_run_id,
+            "tracking_uri": reg.tracking_uri,
+        }
+    )
     return reg

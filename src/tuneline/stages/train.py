@@ -58,7 +58,9 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     log.info("base %s (%s), trainable parameters %d", base.spec, base.family.name, trainable)
 
     # 3. Trainer with CPU-sane defaults: no bf16, no gradient checkpointing unless asked.
-    steps_per_epoch = math.ceil(len(train_records) / (cfg.train.batch_size * cfg.train.gradient_accumulation_steps))
+    steps_per_epoch = math.ceil(
+        len(train_records) / (cfg.train.batch_size * cfg.train.gradient_accumulation_steps)
+    )
     args = TrainingArguments(
         output_dir=str(run.checkpoints_dir),
         per_device_train_batch_size=cfg.train.batch_size,
@@ -106,14 +108,28 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.inner.save_pretrained(tmp)
 
-    result = TrainResult(final_loss=final_loss, steps=trainer.state.global_step, seconds=seconds,
-                         trainable_parameters=trainable)
-    run.update_summary(train={
-        "final_loss": final_loss, "mean_loss": float(output.training_loss), "steps": result.steps,
-        "steps_per_epoch": steps_per_epoch, "seconds": round(seconds, 2),
-        "samples_per_second": round(result.steps * cfg.train.batch_size * cfg.train.gradient_accumulation_steps
-                                    / max(seconds, 1e-9), 2),
-        "trainable_parameters": trainable,
-    })
+    result = TrainResult(
+        final_loss=final_loss,
+        steps=trainer.state.global_step,
+        seconds=seconds,
+        trainable_parameters=trainable,
+    )
+    run.update_summary(
+        train={
+            "final_loss": final_loss,
+            "mean_loss": float(output.training_loss),
+            "steps": result.steps,
+            "steps_per_epoch": steps_per_epoch,
+            "seconds": round(seconds, 2),
+            "samples_per_second": round(
+                result.steps
+                * cfg.train.batch_size
+                * cfg.train.gradient_accumulation_steps
+                / max(seconds, 1e-9),
+                2,
+            ),
+            "trainable_parameters": trainable,
+        }
+    )
     log.info("trained %d steps in %.1f s, final loss %.4f", result.steps, seconds, final_loss)
     return result

@@ -17,7 +17,9 @@ def lora_config(train: TrainConfig, family: ModelFamily) -> LoraConfig:
         # "all-linear" adapts every linear layer but the LM head; the family excludes its vision side.
         target_modules="all-linear" if auto else list(train.lora.target_modules),
         exclude_modules=family.exclude_from_lora if auto else None,
-        modules_to_save=[m.rsplit(".", 1)[-1] for m in family.projector_modules] if train.train_projector else None,
+        modules_to_save=[m.rsplit(".", 1)[-1] for m in family.projector_modules]
+        if train.train_projector
+        else None,
         task_type="CAUSAL_LM",
     )
 

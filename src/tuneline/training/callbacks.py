@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from transformers import TrainerCallback
 
 from tuneline.runs import RunDir
@@ -23,12 +30,20 @@ class ProgressCallback(TrainerCallback):
         self.samples_per_step = 1
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        self.samples_per_step = (
+            args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        )
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} samples/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=self.console, transient=False,
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[rate]} samples/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
         )
         self.progress.start()
         self.task = self.progress.add_task("train", total=state.max_steps, loss="-", rate="-")
@@ -42,7 +57,9 @@ class ProgressCallback(TrainerCallback):
         if self.progress is not None:
             elapsed = max(time.time() - self.started, 1e-9)
             rate = state.global_step * self.samples_per_step / elapsed
-            self.progress.update(self.task, completed=state.global_step, loss=f"{self.loss:.4f}", rate=f"{rate:.0f}")
+            self.progress.update(
+                self.task, completed=state.global_step, loss=f"{self.loss:.4f}", rate=f"{rate:.0f}"
+            )
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:

@@ -43,13 +43,17 @@ class ChatCollator:
         self.max_seq_length = max_seq_length
         self.image_ids = torch.tensor(sorted(processor.image_token_ids), dtype=torch.long)
 
-    def _ids(self, messages: list[dict[str, Any]], images: list[Image.Image], generation_prompt: bool) -> list[int]:
+    def _ids(
+        self, messages: list[dict[str, Any]], images: list[Image.Image], generation_prompt: bool
+    ) -> list[int]:
         n_images = sum(1 for m in messages for p in m["content"] if p["type"] == "image")
         text = self.processor.render(messages, add_generation_prompt=generation_prompt)
         enc = self.processor.encode([text], [images[:n_images]] if n_images else None)
         return enc["input_ids"][0].tolist()
 
-    def answer_spans(self, record: Record, images: list[Image.Image], full_ids: list[int]) -> list[tuple[int, int]]:
+    def answer_spans(
+        self, record: Record, images: list[Image.Image], full_ids: list[int]
+    ) -> list[tuple[int, int]]:
         """[start, end) token spans of every assistant turn within ``full_ids``."""
         spans = []
         for j, m in enumerate(record.messages):

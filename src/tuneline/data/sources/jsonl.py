@@ -31,7 +31,7 @@ def _parts(content: Any, root: Path, msg_no: int) -> list[dict[str, Any]]:
     for j, part in enumerate(content):
         where = f"messages[{msg_no}].content[{j}]"
         if not isinstance(part, dict) or part.get("type") not in ("text", "image"):
-            raise _LineError(f"{where} must be {{\"type\": \"text\", ...}} or {{\"type\": \"image\", ...}}")
+            raise _LineError(f'{where} must be {{"type": "text", ...}} or {{"type": "image", ...}}')
         if part["type"] == "text":
             if not isinstance(part.get("text"), str):
                 raise _LineError(f"{where}.text must be a string")
@@ -39,11 +39,13 @@ def _parts(content: Any, root: Path, msg_no: int) -> list[dict[str, Any]]:
             continue
         rel = part.get("path")
         if not isinstance(rel, str) or not rel:
-            raise _LineError(f"{where}: image parts need a \"path\" relative to the JSONL file")
+            raise _LineError(f'{where}: image parts need a "path" relative to the JSONL file')
         image = (root / rel).resolve()
         if not image.is_relative_to(root):
-            raise _LineError(f"{where}: image path {rel!r} points outside the data folder {root}; "
-                             "move the image under that folder")
+            raise _LineError(
+                f"{where}: image path {rel!r} points outside the data folder {root}; "
+                "move the image under that folder"
+            )
         if not image.is_file():
             raise _LineError(f"{where}: image {rel!r} does not exist (looked for {image})")
         parts.append({"type": "image", "path": str(image)})
@@ -52,14 +54,14 @@ def _parts(content: Any, root: Path, msg_no: int) -> list[dict[str, Any]]:
 
 def _record(obj: Any, root: Path, default_id: str, source: str) -> Record:
     if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list) or not obj["messages"]:
-        raise _LineError("expected an object with a non-empty \"messages\" list")
+        raise _LineError('expected an object with a non-empty "messages" list')
     messages = []
     for i, m in enumerate(obj["messages"]):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
             raise _LineError(f"messages[{i}].role must be one of {', '.join(ROLES)}")
         messages.append({"role": m["role"], "content": _parts(m.get("content"), root, i)})
     if not any(m["role"] == "assistant" for m in messages):
-        raise _LineError("no assistant turn: add the expected answer as {\"role\": \"assistant\", ...}")
+        raise _LineError('no assistant turn: add the expected answer as {"role": "assistant", ...}')
     if messages[-1]["role"] != "assistant":
         raise _LineError("the conversation must end with the assistant's answer")
     rid = obj.get("id", default_id)
@@ -91,15 +93,19 @@ def read_jsonl(path: Path) -> list[Record]:
                 errors.append(f"{source}: {exc}")
                 continue
             if rec.id in seen:
-                errors.append(f"{source}: id {rec.id!r} already used on line {seen[rec.id]}; ids must be unique")
+                errors.append(
+                    f"{source}: id {rec.id!r} already used on line {seen[rec.id]}; ids must be unique"
+                )
                 continue
             seen[rec.id] = n
             records.append(rec)
     if errors:
         shown = errors[:MAX_REPORTED]
         more = f"\n  ... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
-        raise DataError(f"{len(errors)} bad line(s) in {path}:\n  " + "\n  ".join(shown) + more,
-                        hint="fix these lines; tuneline never skips bad records silently")
+        raise DataError(
+            f"{len(errors)} bad line(s) in {path}:\n  " + "\n  ".join(shown) + more,
+            hint="fix these lines; tuneline never skips bad records silently",
+        )
     if not records:
         raise DataError(f"{path} holds no records", hint="add one JSON object per line")
     return records

@@ -43,13 +43,17 @@ def _draw(shape: str, colour: tuple[int, int, int], size: int, rng: random.Rando
         draw.rectangle([cx - r * 0.85, cy - r * 0.85, cx + r * 0.85, cy + r * 0.85], fill=colour)
     else:
         a = rng.uniform(0, 2 * math.pi)
-        pts = [(cx + r * math.cos(a + k * 2 * math.pi / 3), cy + r * math.sin(a + k * 2 * math.pi / 3)) for k in range(3)]
+        pts = [
+            (cx + r * math.cos(a + k * 2 * math.pi / 3), cy + r * math.sin(a + k * 2 * math.pi / 3))
+            for k in range(3)
+        ]
         draw.polygon(pts, fill=colour)
     return img
 
 
-def generate(out: Path, *, n: int = 400, seed: int = 0, size: int = 48,
-             questions: tuple[str, ...] = ("colour",)) -> Path:
+def generate(
+    out: Path, *, n: int = 400, seed: int = 0, size: int = 48, questions: tuple[str, ...] = ("colour",)
+) -> Path:
     """Write ``n`` images under ``out/images`` and ``out/data.jsonl``; return the JSONL path."""
     unknown = set(questions) - set(QUESTIONS)
     if unknown:
@@ -64,15 +68,23 @@ def generate(out: Path, *, n: int = 400, seed: int = 0, size: int = 48,
         name = f"images/shape-{i:05d}.png"
         _draw(shape, COLOURS[colour], size, rng).save(out / name)
         answer = colour if kind == "colour" else shape
-        lines.append({
-            "id": f"shape-{i:05d}",
-            "messages": [
-                {"role": "user", "content": [{"type": "image", "path": name}, {"type": "text", "text": QUESTIONS[kind]}]},
-                {"role": "assistant", "content": answer},
-            ],
-            "colour": colour,
-            "shape": shape,
-        })
+        lines.append(
+            {
+                "id": f"shape-{i:05d}",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image", "path": name},
+                            {"type": "text", "text": QUESTIONS[kind]},
+                        ],
+                    },
+                    {"role": "assistant", "content": answer},
+                ],
+                "colour": colour,
+                "shape": shape,
+            }
+        )
     path = out / "data.jsonl"
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))

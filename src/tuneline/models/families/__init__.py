@@ -68,7 +68,8 @@ def family_for_model_type(model_type: str) -> ModelFamily:
     for fam in _FAMILIES.values():
         if model_type in fam.model_types:
             return fam
+    known = sorted(t for f in _FAMILIES.values() for t in f.model_types)
     raise ModelError(
         f"no tuneline model family handles model_type {model_type!r}",
-        hint=f"supported model types: {', '.join(sorted(t for f in _FAMILIES.values() for t in f.model_types))}",
+        hint=f"supported model types: {', '.join(known)}; set model.family to force one",
     )

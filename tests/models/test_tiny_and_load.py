@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+import torch
+
+from tuneline.config.schema import ModelConfig
+from tuneline.errors import ModelError
+from tuneline.models.families import get_family
+from tuneline.models.load import folder_content_hash, load_model, load_processor, resolve_base, tiny_folder
+
+
+@pytest.mark.parametrize(
+    "family,auto_class", [("gemma3", "Gemma3ForConditionalGeneration"), ("llama", "LlamaForCausalLM")]
+)
+def test_tiny_preset_round_trips_through_from_pretrained(family, auto_class, tmp_path):
+    resolved = resolve_base(ModelConfig(base=f"tiny:{family}"))
+    assert resolved.kind == "tiny" and resolved.family.name == family
+    assert (resolved.folder / "config.json").is_file() and list(resolved.folder.glob("*.safetensors"))
+    model = load_model(resolved)
+    assert type(model).__name__ == auto_class
+    processor = load_processor(resolved)
+    text = processor.render(
+        [{"role": "user", "content": [{"type": "text", "text": "what colour is it"}]}],
+        add_generation_prompt=True,
+    )
+    ids = processor.encode([text])["input_ids"]
+    assert processor.tokenizer.decode(ids[0]) == text  # byte-level BPE is lossless
+
+    # Reload the saved checkpoint: same logits as a second load of the same folder.
+    again = load_model(resolve_base(ModelConfig(base=f"tiny:{family}")))
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, again(input_ids=ids).logits)
+
+
+def test_tiny_build_is_deterministic(tmp_path, monkeypatch):
+    first = tiny_folder(get_family("llama"))
+    monkeypatch.setenv("TUNELINE_CACHE_DIR", str(tmp_path))
+    second = tiny_folder(get_family("llama"))
+    assert first != second
+    assert folder_content_hash(first) == folder_content_hash(second)
+
+
+def test_tiny_gemma3_has_a_live_projector_and_real_processor():
+    resolved = resolve_base(ModelConfig(base="tiny:gemma3"))
+    model = load_model(resolved)
+    assert model.model.multi_modal_projector.mm_input_projection_weight.abs().sum() > 0
+    processor = load_processor(resolved)
+    assert type(processor.inner).__name__ == "Gemma3Processor"
+    assert processor.image_token_ids  # soft token, boi, eoi
+
+
+def test_local_folder_is_loaded_with_content_hash(tmp_path):
+    src = resolve_base(ModelConfig(base="tiny:llama")).folder
+    local = tmp_path / "my-model"
+    shutil.copytree(src, local)
+    resolved = resolve_base(ModelConfig(base=str(local)))
+    assert resolved.kind == "local" and resolved.family.name == "llama"
+    assert resolved.content_hash == folder_content_hash(src)
+    assert type(load_model(resolved)).__name__ == "LlamaForCausalLM"
+
+
+def test_unknown_family_suggests_the_right_one():
+    with pytest.raises(ModelError) as info:
+        resolve_base(ModelConfig(base="tiny:gemma"))
+    assert "unknown model family 'gemma'" in str(info.value) and "gemma3" in str(info.value)
+
+
+def test_missing_hub_model_fails_at_once_offline():
+    started = time.time()
+    with pytest.raises(ModelError) as info:
+        resolve_base(ModelConfig(base="nobody-has/this-model"))
+    assert time.time() - started < 5
+    assert "not in the local hub cache" in str(info.value) and "HF_HUB_OFFLINE" in str(info.value)
+
+
+def test_folder_that_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_base(ModelConfig(base=str(tmp_path)))

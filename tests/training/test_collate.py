@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import pytest
+
+from tuneline.config.schema import ModelConfig
+from tuneline.data.records import Record
+from tuneline.errors import DataError
+from tuneline.models.load import load_processor, resolve_base
+from tuneline.training.collate import IGNORE, ChatCollator
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    return load_processor(resolve_base(ModelConfig(base="tiny:gemma3")))
+
+
+def _record(image: str, answer: str) -> Record:
+    return Record(
+        id="r1",
+        source="t:1",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "path": image},
+                    {"type": "text", "text": "What colour is the shape?"},
+                ],
+            },
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ],
+    )
+
+
+def _label_text(processor, batch, row: int) -> str:
+    labels = batch["labels"][row]
+    return processor.tokenizer.decode(labels[labels != IGNORE])
+
+
+def test_labels_cover_exactly_the_answer(gemma, shapes_dir):
+    image = str(shapes_dir / "images" / "shape-00000.png")
+    records = [_record(image, "yellow"), _record(image, "a much longer answer here")]
+    batch = ChatCollator(gemma, max_seq_length=64)(records)
+    # The answer and the end-of-turn marker that teaches the model to stop; nothing else.
+    assert _label_text(gemma, batch, 0) == "yellow<end_of_turn>\n"
+    assert _label_text(gemma, batch, 1) == "a much longer answer here<end_of_turn>\n"
+    # Labels equal the input ids wherever they are set.
+    set_ = batch["labels"] != IGNORE
+    assert (batch["labels"][set_] == batch["input_ids"][set_]).all()
+    # Image tokens are in the input but never in the labels; padding never either.
+    image_ids = gemma.image_token_ids
+    assert any(int(t) in image_ids for t in batch["input_ids"][0])
+    assert not any(int(t) in image_ids for t in batch["labels"][set_])
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
+    # Every processor key survives (Gemma 3 needs token_type_ids for image attention).
+    assert {"pixel_values", "token_type_ids", "attention_mask"} <= set(batch)
+
+
+def test_multi_turn_labels_every_assistant_turn_and_no_user_text(gemma, shapes_dir):
+    image = str(shapes_dir / "images" / "shape-00001.png")
+    rec = Record(
+        id="m",
+        source="t:2",
+        messages=[
+            {"role": "system", "content": [{"type": "text", "text": "be brief"}]},
+            {
+                "role": "user",
+                "content": [{"type": "image", "path": image}, {"type": "text", "text": "colour?"}],
+            },
+            {"role": "assistant", "content": [{"type": "text", "text": "blue"}]},
+            {"role": "user", "content": [{"type": "text", "text": "shape?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "triangle"}]},
+        ],
+    )
+    batch = ChatCollator(gemma, max_seq_length=128)([rec])
+    assert _label_text(gemma, batch, 0) == "blue<end_of_turn>\ntriangle<end_of_turn>\n"
+
+
+def test_too_long_sample_is_an_error_naming_the_record(gemma, shapes_dir):
+    image = str(shapes_dir / "images" / "shape-00000.png")
+    with pytest.raises(DataError) as info:
+        ChatCollator(gemma, max_seq_length=16)([_record(image, "yellow")])
+    assert "record r1" in str(info.value) and "max_seq_length=16" in str(info.value)
+
+
+def test_text_only_family(shapes_dir):
+    llama = load_processor(resolve_base(ModelConfig(base="tiny:llama")))
+    rec = Record(
+        id="t",
+        source="t:3",
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "two plus two"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "four"}]},
+        ],
+    )
+    batch = ChatCollator(llama, max_seq_length=64)([rec])
+    assert _label_text(llama, batch, 0) == "four<|eot_id|>"
