@@ -17,8 +17,10 @@ from typing import Any
 class Record:
     id: str
     messages: list[dict[str, Any]]
-    source: str  # "file:line" it came from
+    source: str  # "file:line" (or "file#row=N") it came from
     metadata: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # class label, when the source has one
+    group: str | None = None  # grouping key (e.g. patient_id): never split across train/val/test
 
     @property
     def images(self) -> list[str]:
@@ -31,6 +33,11 @@ class Record:
         return "".join(p["text"] for p in last["content"] if p["type"] == "text")
 
     @property
+    def target(self) -> str:
+        """The label if the source gave one, else the reference answer: what label checks compare."""
+        return self.label if self.label is not None else self.answer
+
+    @property
     def prompt_messages(self) -> list[dict[str, Any]]:
         """Every message before the last assistant turn: what the model sees when answering."""
         last = max(i for i, m in enumerate(self.messages) if m["role"] == "assistant")
@@ -41,7 +48,8 @@ class Record:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Record:
-        return cls(id=d["id"], messages=d["messages"], source=d["source"], metadata=d.get("metadata", {}))
+        return cls(id=d["id"], messages=d["messages"], source=d["source"], metadata=d.get("metadata", {}),
+                   label=d.get("label"), group=d.get("group"))
 
 
 def write_records(path: Path, records: Iterable[Record]) -> None:
