@@ -50,7 +50,8 @@ TINY_RUN = """
 run: {{name: tiny, seed: 0}}
 model: {{base: "tiny:gemma3"}}
 data:
-  path: {data}
+  sources: [{{type: jsonl, path: "{data}"}}]
+  split: {{strategy: stratified}}
   max_seq_length: 64
 train:
   train_projector: true

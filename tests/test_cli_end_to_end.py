@@ -100,9 +100,14 @@ def test_bad_jsonl_line_fails_clearly_without_a_complete_looking_run(workdir, sh
     cfg = write_config(workdir, TINY_RUN.format(data="data/data.jsonl", steps=2))
     result = CliRunner().invoke(app, ["run", str(cfg)])
     assert result.exit_code == 3
-    assert f"{data / 'data.jsonl'}:5: not valid JSON" in result.output
+    assert f"{data / 'data.jsonl'}:5: [malformed_row] not valid JSON" in result.output
     run_dir = _only_run_dir(workdir)
     assert (run_dir / "FAILED").is_file()
+    report = json.loads((run_dir / "data_report.json").read_text())
+    assert (
+        report["summary"]["passed"] is False and report["summary"]["by_check"]["malformed_row"]["error"] == 1
+    )
+    assert (run_dir / "data_report.html").is_file()
     assert not (run_dir / "data").exists() and not (run_dir / "adapter").exists()
     assert json.loads((run_dir / "summary.json").read_text())["complete"] is False
 
@@ -119,7 +124,7 @@ def test_unknown_family_fails_before_creating_a_run(workdir, shapes_dir):
 
 def test_console_script_reports_config_errors_with_exit_2(tmp_path):
     exe = Path(sys.executable).with_name("tuneline")
-    cfg = write_config(tmp_path, "model: {bsae: x}\ndata: {path: d.jsonl}\n")
+    cfg = write_config(tmp_path, "model: {bsae: x}\ndata: {sources: [{type: jsonl, path: d.jsonl}]}\n")
     proc = subprocess.run(
         [str(exe), "config", "validate", str(cfg)], capture_output=True, text=True, timeout=60
     )

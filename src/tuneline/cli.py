@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tuneline.errors import TunelineError
@@ -44,11 +45,13 @@ RunDirOpt = Annotated[
 
 def _fail(exc: BaseException) -> typer.Exit:
     if isinstance(exc, TunelineError):
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         if exc.hint:
-            err.print(f"[yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+            err.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
         return typer.Exit(exc.exit_code)
-    err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+    err.print(
+        f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False, soft_wrap=True
+    )
     return typer.Exit(1)
 
 
@@ -192,25 +195,148 @@ def config_schema() -> None:
 
 
 # ------------------------------------------------------------------------- data
+def print_validation(summary: dict, report_html: Path | None) -> None:
+    table = Table(title="data validation", header_style="bold")
+    for col in ("check", "errors", "warnings", "info"):
+        table.add_column(col, justify="left" if col == "check" else "right")
+    for code, counts in summary["by_check"].items():
+        table.add_row(code, *(str(counts[k] or "") for k in ("error", "warning", "info")))
+    out.print(table)
+    splits = summary.get("splits") or {}
+    out.print(
+        "records: {} in, {} kept ({}), {} with errors, {} dropped".format(
+            summary["records_in"],
+            summary["records_out"],
+            ", ".join(f"{s} {v['records']}" for s, v in splits.items()),
+            summary["errors"],
+            summary["dropped"],
+        )
+    )
+    verdict = "[green]passed[/]" if summary["passed"] else "[bold red]failed[/]"
+    out.print(
+        f"verdict: {verdict} (error fraction {summary['error_fraction']:.2%}, "
+        f"allowed {summary['max_error_fraction']:.2%})"
+    )
+    if report_html:
+        out.print(f"report: {report_html}")
+
+
+@data_app.command("validate")
+def data_validate(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Folder for data_report.json/.html (default: <output_dir>/<name>/data-validate)."
+        ),
+    ] = None,
+) -> None:
+    """Run every data check; write data_report.json and .html; exit 3 when validation fails."""
+    try:
+        from tuneline.stages.prepare import check
+
+        cfg = _load(config, set_)
+        folder = out_dir or cfg.run.output_dir / cfg.run.name / "data-validate"
+        result, _, html = check(cfg, folder)
+        print_validation(result.summary, html)
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(exc) from exc
+    if not result.passed:
+        raise typer.Exit(3)
+
+
+@data_app.command("prepare")
+def data_prepare(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Validate, split and write (or reuse) the content-addressed snapshot that training reads."""
+    try:
+        from tuneline.registry.store import workspace
+        from tuneline.stages.prepare import build_snapshot
+
+        cfg = _load(config, set_)
+        folder = workspace() / "reports" / cfg.run.name
+        result, snap = build_snapshot(cfg, folder)
+        print_validation(result.summary, snap.path / "data_report.html")
+        out.print(
+            f"snapshot: {snap.path} ({'reused' if snap.reused else 'new'}), fingerprint {snap.fingerprint}"
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(exc) from exc
+
+
 @data_app.command("synth")
 def data_synth(
-    kind: Annotated[str, typer.Argument(help="Dataset to generate: shapes.")],
+    kind: Annotated[str, typer.Argument(help="Dataset to generate: shapes, dermoscopy or digits.")],
     out_dir: Annotated[Path, typer.Argument(help="Folder to write into.")],
-    n: Annotated[int, typer.Option(help="Number of records.")] = 800,
+    n: Annotated[int | None, typer.Option(help="Records (shapes, digits) or patients (dermoscopy).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    prevalence: Annotated[float, typer.Option(help="dermoscopy: fraction of malignant lesions.")] = 0.05,
+    size: Annotated[int | None, typer.Option(help="Image side in pixels.")] = None,
+    defects: Annotated[
+        bool,
+        typer.Option(
+            "--defects", help="dermoscopy: plant every kind of data defect, with the truth in defects.json."
+        ),
+    ] = False,
 ) -> None:
     """Generate a synthetic dataset (deterministic for a seed)."""
-    from tuneline.data.synth import shapes
+    from tuneline.data.synth import dermoscopy, digits, shapes
 
-    generators = {"shapes": shapes.generate}
-    if kind not in generators:
-        raise _fail(
-            TunelineError(
-                f"unknown synthetic dataset {kind!r}", hint=f"choose one of {', '.join(generators)}"
+    try:
+        if kind == "shapes":
+            path = shapes.generate(out_dir, n=n or 800, seed=seed, **({"size": size} if size else {}))
+        elif kind == "digits":
+            path = digits.generate(out_dir, seed=seed, n=n, **({"size": size} if size else {}))
+        elif kind == "dermoscopy":
+            path = dermoscopy.generate(
+                out_dir,
+                n_patients=n or 150,
+                prevalence=prevalence,
+                seed=seed,
+                defects=defects,
+                **({"size": size} if size else {}),
             )
+            if defects:
+                _write_defects_config(out_dir)
+        else:
+            raise TunelineError(
+                f"unknown synthetic dataset {kind!r}", hint="choose shapes, dermoscopy or digits"
+            )
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(exc) from exc
+    out.print(f"wrote {path}")
+    if defects:
+        out.print(
+            f"planted defects: {out_dir / 'defects.json'}; check them with "
+            f"`tuneline data validate {out_dir / 'tuneline.yaml'}`"
         )
-    path = generators[kind](out_dir, n=n, seed=seed)
-    out.print(f"wrote {n} records to {path}")
+
+
+def _write_defects_config(folder: Path) -> None:
+    """A config beside planted-defect data: its user-supplied split and both sources."""
+    (folder / "tuneline.yaml").write_text(DEFECTS_CONFIG)
+
+
+DEFECTS_CONFIG = """\
+# Written by `tuneline data synth dermoscopy --defects`: validates the planted defects.
+run: {name: dermoscopy-defects}
+model: {base: "tiny:gemma3"}
+data:
+  sources:
+    - type: manifest
+      path: train.csv
+      image_dir: jpeg/train
+      image_extension: .jpg
+      label_column: target
+      labels: {"0": benign, "1": malignant}
+      group_column: patient_id
+      split_column: split
+      prompt: "Is this lesion benign or malignant?"
+    - type: jsonl
+      path: extra.jsonl
+  split: {strategy: predefined}
+  max_seq_length: 256
+"""
 
 
 def _quiet_libraries() -> None:

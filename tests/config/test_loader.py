@@ -12,7 +12,7 @@ from tuneline.cli import app
 from tuneline.config import config_hash, load_config, to_dict, to_yaml
 from tuneline.errors import ConfigError
 
-MINIMAL = "model: {base: 'tiny:llama'}\ndata: {path: data.jsonl}\n"
+MINIMAL = "model: {base: 'tiny:llama'}\ndata: {sources: [{type: jsonl, path: data.jsonl}]}\n"
 
 
 def problems(path: Path, overrides=(), env=None) -> list[str]:
@@ -27,7 +27,7 @@ def test_minimal_config_gets_schema_defaults(tmp_path):
     assert (
         cfg.train.method == "lora" and cfg.train.bf16 is False and cfg.train.gradient_checkpointing is False
     )
-    assert cfg.data.path == (tmp_path / "data.jsonl").resolve()  # relative to the config file
+    assert cfg.data.sources[0].path == (tmp_path / "data.jsonl").resolve()  # relative to the config file
 
 
 def test_three_kinds_of_error_in_one_run_with_paths_and_suggestion(tmp_path):
@@ -77,7 +77,10 @@ def test_duplicate_key_is_an_error(tmp_path):
 
 def test_split_fractions_must_sum_to_one(tmp_path):
     (msg,) = problems(
-        write_config(tmp_path, "model: {base: x/y}\ndata: {path: d, split: {train: 0.5, test: 0.1}}\n")
+        write_config(
+            tmp_path,
+            "model: {base: x/y}\ndata: {sources: [{type: jsonl, path: d}], split: {train: 0.5, test: 0.1}}\n",
+        )
     )
     assert "data.split" in msg and "sum to 1" in msg
 
@@ -87,13 +90,14 @@ def test_extends_deep_merges_and_resolves_paths_against_the_naming_file(tmp_path
     base_dir.mkdir()
     write_config(
         base_dir,
-        "model: {base: 'tiny:llama'}\ndata: {path: shared.jsonl, max_seq_length: 99}\n"
+        "model: {base: 'tiny:llama'}\n"
+        "data: {sources: [{type: jsonl, path: shared.jsonl}], max_seq_length: 99}\n"
         "train: {learning_rate: 0.5, lora: {r: 4, alpha: 8}}\n",
         "base.yaml",
     )
     child = write_config(tmp_path, "extends: base/base.yaml\ntrain: {lora: {r: 32}}\nrun: {name: child}\n")
     cfg = load_config(child, env={})
-    assert cfg.data.path == (base_dir / "shared.jsonl").resolve()
+    assert cfg.data.sources[0].path == (base_dir / "shared.jsonl").resolve()
     assert cfg.data.max_seq_length == 99 and cfg.train.learning_rate == 0.5
     assert cfg.train.lora.r == 32 and cfg.train.lora.alpha == 8  # merged, not replaced
     assert cfg.run.name == "child"
@@ -101,13 +105,13 @@ def test_extends_deep_merges_and_resolves_paths_against_the_naming_file(tmp_path
 
 def test_extends_chain_and_cycle(tmp_path):
     write_config(tmp_path, "extends: b.yaml\nmodel: {base: 'tiny:llama'}\n", "a.yaml")
-    write_config(tmp_path, "extends: a.yaml\ndata: {path: x}\n", "b.yaml")
+    write_config(tmp_path, "extends: a.yaml\ndata: {sources: [{type: jsonl, path: x}]}\n", "b.yaml")
     assert any("cycle" in p for p in problems(tmp_path / "a.yaml"))
-    write_config(tmp_path, "data: {path: x}\n", "c.yaml")
+    write_config(tmp_path, "data: {sources: [{type: jsonl, path: x}]}\n", "c.yaml")
     write_config(tmp_path, "extends: c.yaml\nmodel: {base: 'tiny:llama'}\n", "d.yaml")
     write_config(tmp_path, "extends: [d.yaml]\ntrain: {epochs: 2}\n", "e.yaml")
     cfg = load_config(tmp_path / "e.yaml", env={})
-    assert cfg.train.epochs == 2 and cfg.model.base == "tiny:llama" and cfg.data.path.name == "x"
+    assert cfg.train.epochs == 2 and cfg.model.base == "tiny:llama" and cfg.data.sources[0].path.name == "x"
 
 
 def test_set_overrides(tmp_path, monkeypatch):
@@ -118,13 +122,13 @@ def test_set_overrides(tmp_path, monkeypatch):
         [
             "train.max_steps=50",
             "train.lora.target_modules=[q_proj, v_proj]",
-            "data.path=other.jsonl",
+            "data.sources.0.path=other.jsonl",
             "registry.enabled=false",
         ],
         env={},
     )
     assert cfg.train.max_steps == 50 and cfg.train.lora.target_modules == ["q_proj", "v_proj"]
-    assert cfg.data.path == (tmp_path / "other.jsonl").resolve() and cfg.registry.enabled is False
+    assert cfg.data.sources[0].path == (tmp_path / "other.jsonl").resolve() and cfg.registry.enabled is False
     found = problems(path, ["train.max_steps", "train.lr=1", "train.epochs=fast"])
     assert any("expected KEY.PATH=VALUE" in p for p in found)
     assert any(
@@ -172,3 +176,31 @@ def test_config_is_frozen(tmp_path):
     cfg = load_config(write_config(tmp_path, MINIMAL), env={})
     with pytest.raises(ValidationError, match="frozen"):
         cfg.train.learning_rate = 1.0  # type: ignore[misc]
+
+
+def test_errors_inside_a_list_of_sources(tmp_path):
+    path = write_config(
+        tmp_path,
+        "model: {base: 'tiny:llama'}\ndata:\n  sources:\n    - type: manifest\n"
+        "      path: t.csv\n      labl_column: target\n      prompt: q\n    - type: jsonn\n"
+        "      path: x.jsonl\n",
+    )
+    found = problems(path)
+    assert any(
+        f"{path}:6: data.sources[0].labl_column: unknown key; did you mean 'label_column'?" in p
+        for p in found
+    )
+    assert any("data.sources[0].label_column: required key is missing" in p for p in found)
+    assert any(
+        f"{path}:8: data.sources[1].type: 'jsonn' is not a known type" in p and "did you mean 'jsonl'" in p
+        for p in found
+    )
+
+
+def test_check_codes_in_schema_match_the_checks():
+    import typing
+
+    from tuneline.config.schema import CheckCode
+    from tuneline.data.findings import CHECKS
+
+    assert set(typing.get_args(CheckCode)) == set(CHECKS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -28,44 +29,66 @@ _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
 # ---------------------------------------------------------------- schema introspection
-def _section_of(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside an annotation (unwrapping Optional / Annotated), if any."""
+def _sections_of(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside an annotation (unwrapping Optional, Annotated, unions and lists)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
+        return [annotation]
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType, typing.Annotated):
+    if origin in (typing.Union, types.UnionType, typing.Annotated, list):
+        found: list[type[BaseModel]] = []
         for arg in typing.get_args(annotation):
-            found = _section_of(arg)
-            if found is not None:
-                return found
-    return None
+            found += [c for c in _sections_of(arg) if c not in found]
+        return found
+    return []
+
+
+def _tag(cls: type[BaseModel]) -> str | None:
+    """The discriminator value of a tagged section (its ``type`` literal), if it has one."""
+    info = cls.model_fields.get("type")
+    if info is None:
+        return None
+    args = typing.get_args(info.annotation)
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else None
 
 
 def _model_at(path: KeyPath, root: type[BaseModel] = Config) -> type[BaseModel] | None:
-    cls: type[BaseModel] | None = root
+    """The section class at a key path (list indexes skipped, union tags followed)."""
+    candidates: list[type[BaseModel]] = [root]
     for name in path:
-        if cls is None or name not in cls.model_fields:
+        if name.isdigit():
+            continue
+        tagged = [c for c in candidates if _tag(c) == name]
+        if tagged:
+            candidates = tagged
+            continue
+        nxt: list[type[BaseModel]] = []
+        for cls in candidates:
+            if name in cls.model_fields:
+                nxt += _sections_of(cls.model_fields[name].annotation)
+        if not nxt:
             return None
-        cls = _section_of(cls.model_fields[name].annotation)
-    return cls
+        candidates = nxt
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def path_fields(cls: type[BaseModel] = Config, prefix: KeyPath = ()) -> set[KeyPath]:
-    """Key paths of fields that hold filesystem paths (marked in the schema)."""
+    """Key paths of fields that hold filesystem paths (marked in the schema); '*' stands for a list index."""
     found: set[KeyPath] = set()
     for name, info in cls.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if extra.get("tuneline_path"):
             found.add((*prefix, name))
-        sub = _section_of(info.annotation)
-        if sub is not None:
-            found |= path_fields(sub, (*prefix, name))
+        is_list = typing.get_origin(info.annotation) is list
+        for sub in _sections_of(info.annotation):
+            found |= path_fields(sub, (*prefix, name, "*") if is_list else (*prefix, name))
     return found
 
 
 # ---------------------------------------------------------------- reading YAML
 def _dotted(path: KeyPath) -> str:
-    return ".".join(path) if path else "<top level>"
+    if not path:
+        return "<top level>"
+    return "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in path).lstrip(".")
 
 
 def _walk_nodes(
@@ -83,6 +106,10 @@ def _walk_nodes(
             seen.add(key)
             lines[(*prefix, key)] = loc
             _walk_nodes(value_node, (*prefix, key), where, lines, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*prefix, str(i))] = f"{where}:{item.start_mark.line + 1}"
+            _walk_nodes(item, (*prefix, str(i)), where, lines, problems)
 
 
 def _read_yaml(path: Path, lines: dict[KeyPath, str], problems: list[str]) -> dict[str, Any] | None:
@@ -113,23 +140,28 @@ def _read_yaml(path: Path, lines: dict[KeyPath, str], problems: list[str]) -> di
     return data
 
 
+def _resolve_at(node: Any, key_path: KeyPath, base_dir: Path) -> None:
+    if not key_path or not isinstance(node, dict | list):
+        return
+    head, rest = key_path[0], key_path[1:]
+    if head == "*":
+        for item in node if isinstance(node, list) else []:
+            _resolve_at(item, rest, base_dir)
+        return
+    if not isinstance(node, dict) or head not in node:
+        return
+    if rest:
+        _resolve_at(node[head], rest, base_dir)
+        return
+    value = node[head]
+    if isinstance(value, str) and value and "${" not in value:
+        p = Path(value).expanduser()
+        node[head] = str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
 def _resolve_paths(data: dict[str, Any], base_dir: Path) -> None:
     for key_path in path_fields():
-        parent: Any = data
-        for name in key_path[:-1]:
-            parent = parent.get(name) if isinstance(parent, dict) else None
-        if not isinstance(parent, dict):
-            continue
-        value = parent.get(key_path[-1])
-        if (
-            isinstance(value, str)
-            and value
-            and "${" not in value
-            and not Path(value).expanduser().is_absolute()
-        ):
-            parent[key_path[-1]] = str((base_dir / value).resolve())
-        elif isinstance(value, str) and value.startswith("~"):
-            parent[key_path[-1]] = str(Path(value).expanduser())
+        _resolve_at(data, key_path, base_dir)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -182,18 +214,28 @@ def _apply_set(data: dict[str, Any], override: str, lines: dict[KeyPath, str], p
     except yaml.YAMLError:
         value = raw
     parts = tuple(key.split("."))
-    target = data
+    target: Any = data
     for i, name in enumerate(parts[:-1]):
-        nxt = target.get(name)
-        if nxt is None:
-            nxt = target[name] = {}
-        if not isinstance(nxt, dict):
+        if isinstance(target, list):
+            if not name.isdigit() or int(name) >= len(target):
+                problems.append(f"--set {override!r}: {_dotted(parts[: i + 1])} is not an item of the list")
+                return
+            nxt = target[int(name)]
+        else:
+            nxt = target.get(name)
+            if nxt is None:
+                nxt = target[name] = {}
+        if not isinstance(nxt, dict | list):
             problems.append(f"--set {override!r}: {_dotted(parts[: i + 1])} is a value, not a section")
             return
         target = nxt
-    if parts in path_fields() and isinstance(value, str) and value and not Path(value).is_absolute():
-        value = str(Path(value).expanduser().resolve())
+    if isinstance(target, list):
+        problems.append(f"--set {override!r}: give an index into {_dotted(parts[:-1])}")
+        return
     target[parts[-1]] = value
+    wildcard = tuple("*" if p.isdigit() else p for p in parts)
+    if wildcard in path_fields() and isinstance(value, str) and value and not Path(value).is_absolute():
+        target[parts[-1]] = str(Path(value).expanduser().resolve())
     lines[parts] = f"--set {key}"
 
 
@@ -251,12 +293,50 @@ def _show(value: Any, path: KeyPath, templates: dict[str, str]) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _strip_tags(loc: tuple[Any, ...]) -> KeyPath:
+    """pydantic puts a union's tag into the location (sources.0.manifest.path): drop it."""
+    tags = _all_tags()
+    return tuple(
+        str(part)
+        for i, part in enumerate(loc)
+        if not (i > 0 and isinstance(loc[i - 1], int) and isinstance(part, str) and part in tags)
+    )
+
+
+@functools.cache
+def _all_tags() -> frozenset[str]:
+    tags: set[str] = set()
+    stack: list[type[BaseModel]] = [Config]
+    seen: set[type[BaseModel]] = set()
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        tag = _tag(cls)
+        if tag:
+            tags.add(tag)
+        for info in cls.model_fields.values():
+            stack += _sections_of(info.annotation)
+    return frozenset(tags)
+
+
 def _format_error(err: dict[str, Any], lines: dict[KeyPath, str], templates: dict[str, str]) -> str:
-    path = tuple(str(p) for p in err["loc"])
+    raw = tuple(p for p in err["loc"] if p != "[key]")  # dict-key errors end in '[key]'
+    path = _strip_tags(raw)
     kind = err["type"]
     head = f"{_where(path, lines)}{_dotted(path)}"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        allowed = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+        close = difflib.get_close_matches(str(ctx.get("tag")), allowed, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return (
+            f"{_where((*path, 'type'), lines)}{_dotted((*path, 'type'))}: {ctx.get('tag')!r} is not a known "
+            f"type; use one of {ctx.get('expected_tags')}{hint}"
+        )
     if kind == "extra_forbidden":
-        parent = _model_at(path[:-1])
+        parent = _model_at(tuple(str(p) for p in raw[:-1]))
         known = sorted(parent.model_fields) if parent else []
         close = difflib.get_close_matches(path[-1], known, n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'? " if close else ""

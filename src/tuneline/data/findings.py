@@ -55,4 +55,9 @@ class Finding:
         return d
 
 
-SEVERITY_OF_ACTION: dict[str, Severity] = {"fail": "error", "drop": "warning", "warn": "warning", "info": "info"}
+SEVERITY_OF_ACTION: dict[str, Severity] = {
+    "fail": "error",
+    "drop": "warning",
+    "warn": "warning",
+    "info": "info",
+}

@@ -48,8 +48,14 @@ class Record:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Record:
-        return cls(id=d["id"], messages=d["messages"], source=d["source"], metadata=d.get("metadata", {}),
-                   label=d.get("label"), group=d.get("group"))
+        return cls(
+            id=d["id"],
+            messages=d["messages"],
+            source=d["source"],
+            metadata=d.get("metadata", {}),
+            label=d.get("label"),
+            group=d.get("group"),
+        )
 
 
 def write_records(path: Path, records: Iterable[Record]) -> None:

@@ -93,5 +93,26 @@ class ChatProcessor:
                 )
             return self.tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
 
+    def token_counter(self):
+        """A function record -> token count (text plus image tokens), as the collator would build it.
+
+        Images are stood in for by small blank images: the tiny and Gemma-style processors give a
+        fixed number of tokens per image. (Families whose count depends on the image size need the
+        real size here.) Memoised on the rendered text, since prompts repeat.
+        """
+        from functools import lru_cache
+
+        from PIL import Image
+
+        @lru_cache(maxsize=4096)
+        def count(text: str, n_images: int) -> int:
+            images = [[Image.new("RGB", (32, 32))] * n_images] if n_images and self.multimodal else None
+            return int(self.encode([text], images)["input_ids"].shape[1])
+
+        def counter(record) -> int:
+            return count(self.render(record.messages), len(record.images))
+
+        return counter
+
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

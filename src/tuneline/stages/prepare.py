@@ -1,18 +1,26 @@
-"""prepare: read the chat JSONL, split it deterministically, fingerprint it, write data/.
+"""prepare: validate the data, split it, and write (or reuse) its snapshot; the run reads only that.
 
-tuneline prepare CONFIG
+    tuneline prepare CONFIG            (as a stage of a run)
+    tuneline data validate CONFIG      (checks and reports only)
+    tuneline data prepare CONFIG       (checks, reports and the snapshot, no run)
+
+Reports (data_report.json / .html) are written whatever the verdict: they say what is wrong.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from tuneline.config import Config
-from tuneline.data.fingerprint import fingerprint
+from tuneline.data import snapshot
 from tuneline.data.records import write_records
-from tuneline.data.sources.jsonl import read_jsonl
-from tuneline.data.split import SPLITS, split_records
+from tuneline.data.split import SPLITS
+from tuneline.data.validate import Validation, validate, write_report
+from tuneline.errors import DataError
+from tuneline.progress import phases
+from tuneline.registry.store import workspace
 from tuneline.runs import RunDir, atomic_dir, atomic_write_json
 
 log = logging.getLogger("tuneline.prepare")
@@ -22,36 +30,85 @@ log = logging.getLogger("tuneline.prepare")
 class PreparedData:
     counts: dict[str, int]
     fingerprint: str
+    snapshot: str
+    reused: bool
+
+
+def check(cfg: Config, report_dir: Path) -> tuple[Validation, Path, Path]:
+    """Validate every source and the split; write the reports into ``report_dir``."""
+    from tuneline.models.load import load_processor, resolve_base
+
+    processor = load_processor(resolve_base(cfg.model))  # token budgets count the model's image tokens
+    with phases() as progress:
+        result = validate(cfg, count_tokens=processor.token_counter(), progress=progress)
+    fp = snapshot.fingerprint(cfg, result.splits, result.infos) if result.passed else None
+    report_json, report_html = write_report(result, report_dir, fp)
+    return result, report_json, report_html
+
+
+def build_snapshot(cfg: Config, report_dir: Path) -> tuple[Validation, snapshot.Snapshot]:
+    """check(), then raise if validation failed, else write or reuse the snapshot."""
+    result, report_json, report_html = check(cfg, report_dir)
+    s = result.summary
+    if not result.passed:
+        errors = [f for f in result.findings if f.severity == "error"]
+        shown = "".join(f"\n  {f.source or '(dataset)'}: [{f.check}] {f.message}" for f in errors[:10])
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise DataError(
+            f"data validation failed: {s['errors']} of {s['records_in']} records have errors "
+            f"({s['error_fraction']:.1%} > data.checks.max_error_fraction={s['max_error_fraction']:g}):"
+            f"{shown}{more}",
+            hint=f"see {report_html}; fix the data, or change data.checks.actions / max_error_fraction",
+        )
+    with phases() as progress:
+        snap = snapshot.build(
+            cfg,
+            result.splits,
+            result.infos,
+            root=workspace() / "datasets",
+            extra_files={"data_report.json": report_json, "data_report.html": report_html},
+            progress=lambda done, total: progress("snapshot images", done, total),
+        )
+    log.info("snapshot %s (%s)", snap.path, "reused" if snap.reused else "new")
+    return result, snap
 
 
 def run(cfg: Config, run: RunDir) -> PreparedData:
-    # 1. Read every record; any bad line stops here with file:line and what to fix.
-    records = read_jsonl(cfg.data.path)
-    log.info("read %d records from %s", len(records), cfg.data.path)
+    # 1. Validate, report into the run directory, snapshot (reused when nothing changed).
+    result, snap = build_snapshot(cfg, run.path)
+    s = result.summary
 
-    # 2. Split deterministically for the seed.
-    splits = split_records(records, cfg.data.split, cfg.run.seed)
-    counts = {name: len(splits[name]) for name in SPLITS}
-
-    # 3. Fingerprint records + image bytes + split settings.
-    settings = {"split": cfg.data.split.model_dump(), "seed": cfg.run.seed, "source": "jsonl"}
-    fp = fingerprint(splits, settings)
-
-    # 4. Write data/ in one rename: split files and the manifest.
+    # 2. The run's view of the data: split files read back from the snapshot.
     with atomic_dir(run.data_dir) as tmp:
         for name in SPLITS:
-            write_records(tmp / f"{name}.jsonl", splits[name])
+            write_records(tmp / f"{name}.jsonl", snap.records(name))
         atomic_write_json(
             tmp / "manifest.json",
             {
-                "source": str(cfg.data.path),
-                "counts": counts,
-                "fingerprint": fp,
-                "settings": settings,
+                "snapshot": str(snap.path),
+                "fingerprint": snap.fingerprint,
+                "counts": snap.counts,
+                "reused": snap.reused,
+                "summary": s,
             },
         )
 
-    run.update_provenance(data={"fingerprint": fp, "source": str(cfg.data.path), "counts": counts})
-    run.update_summary(data={"counts": counts, "fingerprint": fp})
-    log.info("prepared %s, fingerprint %s", counts, fp[:12])
-    return PreparedData(counts=counts, fingerprint=fp)
+    run.update_provenance(
+        data={
+            "fingerprint": snap.fingerprint,
+            "snapshot": str(snap.path),
+            "counts": snap.counts,
+            "sources": s["sources"],
+        }
+    )
+    run.update_summary(
+        data={
+            "counts": snap.counts,
+            "fingerprint": snap.fingerprint,
+            "snapshot": str(snap.path),
+            "validation": {
+                k: s[k] for k in ("records_in", "records_out", "errors", "dropped", "warnings", "passed")
+            },
+        }
+    )
+    return PreparedData(snap.counts, snap.fingerprint, str(snap.path), snap.reused)

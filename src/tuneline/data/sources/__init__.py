@@ -1,1 +1,158 @@
-"""Data sources: each turns some on-disk layout into canonical records."""
+"""Data sources: each turns an on-disk layout into canonical records plus row-level findings.
+
+A bad row never stops reading and is never skipped silently: it becomes a finding
+(malformed_row, schema_error, path_outside_root) with its file and line. Problems that make a
+whole source unreadable (file missing, a configured column absent) raise DataError at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from tuneline.data.findings import Finding
+from tuneline.data.records import Record
+from tuneline.errors import DataError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass
+class SourceResult:
+    records: list[Record] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # severity is set later, from the check's action
+    rows: int = 0  # rows or lines seen, bad ones included
+
+    def problem(
+        self,
+        check: str,
+        message: str,
+        source: str,
+        record_id: str | None = None,
+        field_name: str | None = None,
+    ) -> None:
+        self.findings.append(
+            Finding(
+                check=check,
+                severity="error",
+                message=message,
+                record_id=record_id,
+                source=source,
+                field=field_name,
+            )
+        )
+
+
+class RowProblem(Exception):
+    """Raised while building one record; becomes a finding for that row."""
+
+    def __init__(self, check: str, message: str, field_name: str | None = None) -> None:
+        super().__init__(message)
+        self.check = check
+        self.field_name = field_name
+
+
+def require_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise DataError(
+            f"{what} {path} not found",
+            hint="check the path in data.sources (relative paths are resolved against the config file)",
+        )
+
+
+def missing_columns(path: Path, columns: list[str], wanted: dict[str, str | None]) -> None:
+    """Raise a schema_error DataError naming every configured column the table lacks."""
+    problems = []
+    for key, column in wanted.items():
+        if column is not None and column not in columns:
+            close = difflib.get_close_matches(column, columns, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{key}={column!r}{hint}")
+    if problems:
+        raise DataError(
+            f"[schema_error] {path}: column(s) missing: {', '.join(problems)}; "
+            f"the table has {', '.join(columns)}",
+            hint="fix the column names in data.sources or in the file",
+        )
+
+
+def resolve_image(ref: str, root: Path, inline_dir: Path) -> str:
+    """An image reference → an absolute path inside ``root`` (or the inline-image cache).
+
+    Accepts a path relative to ``root``, a ``file://`` URL, or a base64 ``data:`` URI (decoded into
+    the content-addressed cache). Refuses remote URLs and anything resolving outside ``root``.
+    """
+    if ref.startswith("data:"):
+        head, _, payload = ref.partition(",")
+        if ";base64" not in head or not payload:
+            raise RowProblem("schema_error", "data: URI must be base64 encoded (data:image/png;base64,...)")
+        try:
+            raw = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise RowProblem("schema_error", f"invalid base64 in data: URI ({exc})") from None
+        ext = head[5:].split(";")[0].split("/")[-1] or "bin"
+        inline_dir.mkdir(parents=True, exist_ok=True)
+        path = inline_dir / f"{hashlib.sha256(raw).hexdigest()}.{ext[:8]}"
+        if not path.exists():
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_bytes(raw)
+            tmp.replace(path)
+        return str(path)
+    parsed = urlparse(ref)
+    if parsed.scheme in ("http", "https", "s3", "gs", "ftp"):
+        raise RowProblem(
+            "schema_error",
+            f"remote image {ref!r} refused: download it and reference the file "
+            "(tuneline does not fetch remote images)",
+        )
+    if parsed.scheme == "file":
+        ref = unquote(parsed.path)
+    path = (root / ref).resolve()
+    if not path.is_relative_to(root):
+        raise RowProblem(
+            "path_outside_root",
+            f"image path {ref!r} points outside the data folder {root}; move the image under that folder",
+        )
+    return str(path)
+
+
+def image_part(path: str) -> dict[str, Any]:
+    return {"type": "image", "path": path}
+
+
+def text_part(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def prompt_messages(images: list[str], prompt: str, answer: str, system: str | None) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    if system:
+        messages.append({"role": "system", "content": [text_part(system)]})
+    messages.append({"role": "user", "content": [*(image_part(p) for p in images), text_part(prompt)]})
+    messages.append({"role": "assistant", "content": [text_part(answer)]})
+    return messages
+
+
+def inline_cache_dir() -> Path:
+    from tuneline.registry.store import workspace
+
+    return workspace() / "cache" / "inline-images"
+
+
+def read_source(cfg: Any) -> SourceResult:
+    """Dispatch on the source config's type (the registry of source readers)."""
+    from tuneline.data.sources import folder, hf_disk, jsonl, manifest
+
+    readers = {
+        "jsonl": jsonl.read,
+        "manifest": manifest.read,
+        "image_folder": folder.read,
+        "hf_disk": hf_disk.read,
+    }
+    return readers[cfg.type](cfg)

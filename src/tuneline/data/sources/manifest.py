@@ -1,0 +1,166 @@
+"""A manifest table (CSV or Parquet): one image per row, a label, optional group and metadata.
+
+Rows become conversations through the configured prompt template ({column} placeholders). The
+SIIM-ISIC 2020 layout works as-is: ``image_column: image_name, image_extension: .jpg,
+label_column: target, labels: {"0": benign, "1": malignant}, group_column: patient_id``.
+"""
+
+from __future__ import annotations
+
+import csv
+import string
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tuneline.data.records import Record
+from tuneline.data.sources import (
+    SPLIT_NAMES,
+    RowProblem,
+    SourceResult,
+    missing_columns,
+    prompt_messages,
+    require_file,
+    resolve_image,
+)
+from tuneline.errors import DataError
+
+
+def _rows(path: Path, result: SourceResult) -> tuple[list[str], Iterator[tuple[str, dict[str, Any]]]]:
+    """(columns, iterator of (source location, row dict)); malformed CSV lines become findings."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds
+            raise DataError(f"[malformed_row] {path} is not a readable Parquet file ({exc})") from exc
+        columns = table.column_names
+        return columns, ((f"{path}#row={i + 1}", row) for i, row in enumerate(table.to_pylist()))
+
+    fh = path.open(newline="", encoding="utf-8-sig", errors="replace")
+    reader = csv.reader(fh)
+    try:
+        columns = next(reader)
+    except StopIteration:
+        fh.close()
+        raise DataError(f"[schema_error] {path} is empty: expected a header line") from None
+
+    def gen() -> Iterator[tuple[str, dict[str, Any]]]:
+        with fh:
+            line = reader.line_num
+            while True:
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    result.rows += 1
+                    result.problem("malformed_row", f"unparsable CSV ({exc})", f"{path}:{reader.line_num}")
+                    line = reader.line_num
+                    continue
+                start, line = line + 1, reader.line_num
+                if not values or all(not v.strip() for v in values):
+                    continue
+                if len(values) != len(columns):
+                    result.rows += 1
+                    result.problem(
+                        "malformed_row",
+                        f"{len(values)} fields where the header has {len(columns)}",
+                        f"{path}:{start}",
+                    )
+                    continue
+                yield f"{path}:{start}", dict(zip(columns, values, strict=True))
+
+    return columns, gen()
+
+
+def _label_text(value: Any) -> str:
+    text = "" if value is None else str(value).strip()
+    if text.endswith(".0") and text[:-2].lstrip("-").isdigit():  # 1.0 from a float column means 1
+        text = text[:-2]
+    return text
+
+
+def read(cfg: Any) -> SourceResult:
+    path: Path = cfg.path
+    require_file(path, "manifest")
+    image_root = (cfg.image_dir or path.parent).resolve()
+    id_column = cfg.id_column or cfg.image_column
+    result = SourceResult()
+    columns, rows = _rows(path, result)
+    missing_columns(
+        path,
+        columns,
+        {
+            "image_column": cfg.image_column,
+            "label_column": cfg.label_column,
+            "id_column": id_column,
+            "group_column": cfg.group_column,
+            "split_column": cfg.split_column,
+            **{f"metadata_columns[{i}]": c for i, c in enumerate(cfg.metadata_columns or [])},
+        },
+    )
+    fields = {name for _, name, _, _ in string.Formatter().parse(cfg.prompt) if name}
+    missing_columns(path, columns, {f"prompt {{{f}}}": f for f in fields})
+    keep = cfg.metadata_columns if cfg.metadata_columns is not None else columns
+    seen: dict[str, str] = {}
+    for source, row in rows:
+        result.rows += 1
+        rid = str(row.get(id_column) or "").strip() or None
+        try:
+            if rid is None:
+                raise RowProblem("schema_error", f"empty {id_column!r}", id_column)
+            if rid in seen:
+                raise RowProblem(
+                    "schema_error", f"id {rid!r} already used at {seen[rid]}; ids must be unique", id_column
+                )
+            name = str(row.get(cfg.image_column) or "").strip()
+            if not name:
+                raise RowProblem("schema_error", f"empty {cfg.image_column!r}", cfg.image_column)
+            image = resolve_image(name + cfg.image_extension, image_root, image_root)
+            raw_label = _label_text(row.get(cfg.label_column))
+            if cfg.labels is not None:
+                if raw_label not in cfg.labels:
+                    raise RowProblem(
+                        "schema_error",
+                        f"{cfg.label_column} {raw_label!r} is not one of "
+                        f"{', '.join(map(repr, cfg.labels))} (data.sources labels)",
+                        cfg.label_column,
+                    )
+                answer = cfg.labels[raw_label]
+            elif not raw_label:
+                raise RowProblem("schema_error", f"empty {cfg.label_column!r}", cfg.label_column)
+            else:
+                answer = raw_label
+            group = None
+            if cfg.group_column:
+                group = str(row.get(cfg.group_column) or "").strip()
+                if not group:
+                    raise RowProblem("schema_error", f"empty {cfg.group_column!r}", cfg.group_column)
+            metadata = {k: row[k] for k in keep if k in row}
+            if cfg.split_column:
+                split = str(row.get(cfg.split_column) or "").strip()
+                if split not in SPLIT_NAMES:
+                    raise RowProblem(
+                        "schema_error",
+                        f"{cfg.split_column} {split!r} must be one of {', '.join(SPLIT_NAMES)}",
+                        cfg.split_column,
+                    )
+                metadata["split"] = split
+            prompt = cfg.prompt.format_map({k: "" if v is None else v for k, v in row.items()})
+        except RowProblem as exc:
+            result.problem(exc.check, str(exc), source, rid, exc.field_name)
+            continue
+        seen[rid] = source
+        result.records.append(
+            Record(
+                id=rid,
+                messages=prompt_messages([image], prompt, answer, cfg.system),
+                source=source,
+                metadata=metadata,
+                label=answer,
+                group=group,
+            )
+        )
+    return result
