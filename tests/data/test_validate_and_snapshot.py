@@ -203,3 +203,33 @@ def test_lookalike_handwritten_digits_are_not_called_copies(workdir):
     assert "label_conflict" not in checks
     assert sum(f.check == "duplicate_near" for f in result.findings) <= 2
     assert result.passed
+
+
+def test_isic_layout_patient_grouped_split(workdir):
+    """The melanoma example's source on synthetic ISIC data: no patient in two splits, malignant share
+    within 2 points per split, the same split for the same seed."""
+    from tuneline.data.synth.dermoscopy import generate
+
+    generate(workdir / "isic", n_patients=150, size=64, seed=2, prevalence=0.1)
+    example = Path(__file__).resolve().parents[2] / "examples" / "melanoma" / "config.yaml"
+    overrides = [
+        f"data.sources.0.path={workdir / 'isic' / 'train.csv'}",
+        f"data.sources.0.image_dir={workdir / 'isic' / 'jpeg' / 'train'}",
+    ]
+    cfg = load_config(example, overrides)
+    result = validate(cfg)
+    assert result.passed and result.summary["records_out"] > 300
+    patients = {s: {r.group for r in recs} for s, recs in result.splits.items()}
+    assert not (
+        patients["train"] & patients["val"]
+        or patients["train"] & patients["test"]
+        or patients["val"] & patients["test"]
+    )
+    everything = result.records
+    overall = sum(r.label == "malignant" for r in everything) / len(everything)
+    for recs in result.splits.values():
+        assert abs(sum(r.label == "malignant" for r in recs) / len(recs) - overall) <= 0.02
+    again = validate(cfg)
+    assert {s: [r.id for r in v] for s, v in again.splits.items()} == {
+        s: [r.id for r in v] for s, v in result.splits.items()
+    }
