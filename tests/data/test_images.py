@@ -328,3 +328,22 @@ def test_spawn_pool_when_threads_are_running(tmp_path, caplog):
         t.join()
     assert two == inspect_images(paths, workers=1)
     assert not [r for r in caplog.records if "pool" in r.getMessage()]  # really ran in the pool
+
+
+def test_inline_hashes_equal_imagehash_bit_for_bit(tmp_path):
+    """images._hashes re-implements imagehash's phash/dhash for speed: it must give the same bits."""
+    import random
+
+    import imagehash
+
+    from tuneline.data.images import perceptual_hashes as _hashes
+
+    rng = random.Random(0)
+    for k in range(40):
+        img = Image.new("L", (rng.randint(20, 90), rng.randint(20, 90)), rng.randint(0, 255))
+        px = img.load()
+        for _ in range(300):
+            px[rng.randrange(img.width), rng.randrange(img.height)] = rng.randint(0, 255)
+        ours = _hashes(img, 8)
+        assert ours["phash"] == int(str(imagehash.phash(img)), 16), k
+        assert ours["dhash"] == int(str(imagehash.dhash(img)), 16), k

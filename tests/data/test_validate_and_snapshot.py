@@ -201,7 +201,10 @@ def test_lookalike_handwritten_digits_are_not_called_copies(workdir):
     result = validate(_config(workdir, path, "", ["data.split.strategy=stratified"]))
     checks = {f.check for f in result.findings}
     assert "label_conflict" not in checks
-    assert sum(f.check == "duplicate_near" for f in result.findings) <= 2
+    label = {r.id: r.label for r in result.all_records}
+    near = [f for f in result.findings if f.check == "duplicate_near"]
+    assert len(near) < 0.1 * len(label)  # hashes nominate thousands of pairs; pixels confirm few
+    assert all(label[f.record_id] == label[f.related[0]] for f in near)  # never two different digits
     assert result.passed
 
 
@@ -233,3 +236,34 @@ def test_isic_layout_patient_grouped_split(workdir):
     assert {s: [r.id for r in v] for s, v in again.splits.items()} == {
         s: [r.id for r in v] for s, v in result.splits.items()
     }
+
+
+def test_crops_resizes_and_reencodes_are_found(workdir):
+    """Copies cropped 0-5% per side (also resized and re-encoded) are near duplicates of their original."""
+    import random
+
+    from tuneline.data.synth.dermoscopy import generate
+
+    generate(workdir / "derm", n_patients=30, size=256, seed=4)
+    originals = sorted((workdir / "derm" / "jpeg" / "train").glob("*.jpg"))[:30]
+    rng = random.Random(1)
+    lines = []
+    for k, path in enumerate(originals):
+        with Image.open(path) as im:
+            w, h = im.size
+            f = [rng.uniform(0, 0.05) for _ in range(4)]
+            copy = im.crop((int(w * f[0]), int(h * f[1]), int(w * (1 - f[2])), int(h * (1 - f[3])))).resize(
+                (w, h)
+            )
+            if k % 3 == 0:
+                copy = copy.resize((int(w * 0.7), int(h * 0.7)))
+            copy.save(workdir / "derm" / f"copy-{k}.jpg", quality=rng.choice([70, 85, 95]))
+        rel = path.relative_to(workdir / "derm")
+        lines.append({"id": f"orig-{k}", "messages": _turns(str(rel), "benign or malignant?", "benign")})
+        lines.append(
+            {"id": f"copy-{k}", "messages": _turns(f"copy-{k}.jpg", "benign or malignant?", "benign")}
+        )
+    (workdir / "derm" / "d.jsonl").write_text("".join(json.dumps(o) + "\n" for o in lines))
+    result = validate(_config(workdir, workdir / "derm" / "d.jsonl", "", ["data.split.strategy=random"]))
+    pairs = {(f.related[0], f.record_id) for f in result.findings if f.check == "duplicate_near"}
+    assert pairs == {(f"orig-{k}", f"copy-{k}") for k in range(30)}

@@ -39,9 +39,8 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
-import imagehash
 import numpy as np
-import scipy.fftpack  # noqa: F401 - imagehash imports it on the first phash (0.2 s): do it up front
+import scipy.fftpack
 from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -264,23 +263,35 @@ def _inspect_open(img: Image.Image, base: dict[str, Any], limits: ImageLimits) -
         width=width,
         height=height,
         conversions=conversions,
-        **_hashes(gray, limits.hash_size),
+        **perceptual_hashes(gray, limits.hash_size),
         mean_rgb=mean_rgb,
     )
 
 
-def _hashes(gray: Image.Image, hash_size: int) -> dict[str, int]:
-    """imagehash's phash and dhash of the reduced decode, as ints.
+def perceptual_hashes(gray: Image.Image, hash_size: int = 8) -> dict[str, int]:
+    """imagehash's phash and dhash of the reduced decode, as ints, bit for bit.
 
-    Computed exactly as imagehash does (it resizes with Lanczos to 32x32 / 9x8). Alternatives were
-    measured and rejected: a box filter to 32x32 first saves ~40 us per image but aliases (7x more
-    distinct look-alike pairs flagged at equal thresholds); one shared Lanczos 32x32 for both saves
-    ~10 us and loses ~2 points of crop recall.
+    The arithmetic is imagehash's own (Lanczos resize to 32x32 / 9x8, scipy's type-II DCT, median
+    threshold; left-right differences), written inline because imagehash's object wrapping costs
+    ~100 us per image, as much as the arithmetic; at ~1 ms per image that decides whether checking
+    is cheaper than a plain decode (benchmarks/bench_validate.py). A test pins equality with imagehash.
+    Alternatives were measured and rejected: a box filter to 32x32 first saves ~40 us per image but
+    aliases (7x more distinct look-alike pairs flagged at equal thresholds); one shared Lanczos 32x32
+    for both saves ~10 us and loses ~2 points of crop recall.
     """
-    return {
-        "phash": _hash_int(imagehash.phash(gray, hash_size=hash_size)),
-        "dhash": _hash_int(imagehash.dhash(gray, hash_size=hash_size)),
-    }
+    side = hash_size * 4
+    pixels = np.asarray(gray.resize((side, side), Image.Resampling.LANCZOS), dtype=np.float64)
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:hash_size, :hash_size]
+    phash_bits = dct > np.median(dct)
+    small = np.asarray(gray.resize((hash_size + 1, hash_size), Image.Resampling.LANCZOS), dtype=np.int16)
+    dhash_bits = small[:, 1:] > small[:, :-1]
+    return {"phash": _bits_int(phash_bits), "dhash": _bits_int(dhash_bits)}
+
+
+def _bits_int(bits: np.ndarray) -> int:
+    """Hash bits as an int, most significant bit first (same as ``int(str(imagehash_hash), 16)``)."""
+    flat = bits.ravel()
+    return int.from_bytes(np.packbits(flat).tobytes(), "big") >> ((-flat.size) % 8)
 
 
 def _reduced_decode(img: Image.Image, fmt: str | None) -> Image.Image:
@@ -400,12 +411,6 @@ def _orientation(img: Image.Image, fmt: str | None) -> int:
         return int(value) if int(value) in range(1, 9) else 1
     except _DECODE_ERRORS:
         return 1
-
-
-def _hash_int(h: imagehash.ImageHash) -> int:
-    """The hash bits as an int, most significant bit first (same as ``int(str(h), 16)``)."""
-    bits = np.asarray(h.hash, dtype=bool).ravel()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big") >> ((-bits.size) % 8)
 
 
 def _describe(exc: BaseException) -> str:

@@ -28,9 +28,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import imagehash
 import numpy as np
 from PIL import Image, ImageDraw
+
+from tuneline.data.images import perceptual_hashes
 
 HEADER = (
     "image_name",
@@ -217,14 +218,11 @@ def render(rng: np.random.Generator, size: int, malignant: bool) -> Image.Image:
     return im
 
 
-def _hash64(h: imagehash.ImageHash) -> np.uint64:
-    return np.packbits(h.hash.ravel()).view(">u8").astype(np.uint64)[0]
-
-
 def _hashes(data: bytes) -> tuple[np.uint64, np.uint64]:
-    """(pHash, dHash) of an encoded image, as the duplicate check sees it."""
+    """(pHash, dHash) of an encoded image (imagehash's, computed by tuneline.data.images)."""
     with Image.open(io.BytesIO(data)) as decoded:
-        return _hash64(imagehash.phash(decoded)), _hash64(imagehash.dhash(decoded))
+        h = perceptual_hashes(decoded.convert("L"))
+    return np.uint64(h["phash"]), np.uint64(h["dhash"])
 
 
 def _distance(a: bytes, b: bytes) -> tuple[int, int]:
