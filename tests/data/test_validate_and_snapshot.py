@@ -267,3 +267,19 @@ def test_crops_resizes_and_reencodes_are_found(workdir):
     result = validate(_config(workdir, workdir / "derm" / "d.jsonl", "", ["data.split.strategy=random"]))
     pairs = {(f.related[0], f.record_id) for f in result.findings if f.check == "duplicate_near"}
     assert pairs == {(f"orig-{k}", f"copy-{k}") for k in range(30)}
+
+
+def test_same_layout_different_colours_is_not_a_copy(workdir):
+    """The quickstart's shapes (seed 0) hold a blue triangle on yellow and a green one on lilac at the same
+    place: equal grayscale structure and mean colour, different channels. Not a duplicate, no conflict.
+    (Same-colour shapes at the same place on a slightly other background are near duplicates: fine.)"""
+    from tuneline.data.synth.shapes import generate
+
+    path = generate(workdir / "shapes", n=800, seed=0)
+    result = validate(_config(workdir, path, "", ["data.split.strategy=stratified"]))
+    assert result.passed
+    assert not [f for f in result.findings if f.check == "label_conflict"]
+    colour = {r.id: r.metadata["colour"] for r in result.all_records}
+    near = [f for f in result.findings if f.check == "duplicate_near"]
+    assert near and all(colour[f.record_id] == colour[f.related[0]] for f in near)
+    assert ("shape-00356", "shape-00729") not in {tuple(sorted((f.record_id, f.related[0]))) for f in near}

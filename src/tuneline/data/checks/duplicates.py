@@ -9,9 +9,11 @@ pixels, which is what separates a copy from a look-alike:
   * colour: the mean RGB of the central 70% (crops and vignettes leave it alone) may differ by at most
     MAX_COLOUR_SHIFT per channel; hashes see luminance only, so a red and a green square would
     otherwise be "copies";
-  * structure: the correlation of 16x16 grayscale thumbnails, the best over a grid of anisotropic
-    zooms (1-1.1x) and shifts (+-2.5%) of either image (a crop resized back is a zoom plus a shift),
-    must reach MIN_PIXEL_CORRELATION.
+  * structure: the correlation of 16x16 RGB thumbnails (each channel centred), the best over a grid of
+    anisotropic zooms (1-1.1x) and shifts (+-2.5%) of either image (a crop resized back is a zoom
+    plus a shift), must reach MIN_PIXEL_CORRELATION.
+Colour thumbnails rather than grayscale: a blue triangle on yellow and a green one on lilac share
+their grayscale structure and their mean colour, not their channels.
 Measured: 80 crops of 0-5% per side (some also resized and re-encoded) all >= 0.9917 with a colour
 shift <= 6; re-encoded and resized copies >= 0.999. Distinct synthetic lesions nominated by the
 hashes: <= 0.925. Handwritten digits of different writers (8x8 originals, whose hashes collide by
@@ -52,18 +54,17 @@ def _thumbs(path: str) -> Thumbs | None:
     w, h = im.size
     centre = (w * 0.15, h * 0.15, w * 0.85, h * 0.85)
     colour = np.asarray(im.resize((1, 1), Image.Resampling.BOX, box=centre), dtype=np.float32).ravel()
-    gray = im.convert("L")
     if min(w, h) > THUMB * 4:
-        gray = gray.resize((THUMB * 4, THUMB * 4), Image.Resampling.BOX)
-        w, h = gray.size
+        im = im.resize((THUMB * 4, THUMB * 4), Image.Resampling.BOX)
+        w, h = im.size
     rows = []
     for zx, zy, sx, sy in _GRID:
         cw, ch = w / zx, h / zy
         mx, my = (w - cw) / 2, (h - ch) / 2
         cx, cy = w / 2 + max(-mx, min(mx, sx * w)), h / 2 + max(-my, min(my, sy * h))
         box = (cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2)
-        a = np.asarray(gray.resize((THUMB, THUMB), Image.Resampling.BOX, box=box), dtype=np.float32).ravel()
-        a -= a.mean()
+        a = np.asarray(im.resize((THUMB, THUMB), Image.Resampling.BOX, box=box), dtype=np.float32)
+        a = (a - a.mean(axis=(0, 1))).ravel()  # per channel: a colour cast is not structure
         norm = float(np.linalg.norm(a))
         rows.append(a / norm if norm > 0 else a)
     return np.stack(rows), colour
