@@ -62,7 +62,9 @@ def _load(config: Path, overrides: list[str] | None):
 
 
 def _report(stage: str, event: str, seconds: float) -> None:
-    if event == "start":
+    if event == "note":
+        err.print(f"[bold cyan]{escape(stage)}[/]")
+    elif event == "start":
         err.print(f"[bold cyan]▶ {stage}[/]")
     else:
         err.print(f"[green]✓ {stage}[/] ({seconds:.1f} s)")
@@ -98,13 +100,19 @@ def print_summary(summary: dict) -> None:
 
 # ------------------------------------------------------------------------- pipeline verbs
 @app.command()
-def run(config: ConfigArg, set_: SetOpt = None) -> None:
-    """Run prepare → train → evaluate → register in a new run directory."""
+def run(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    new: Annotated[
+        bool, typer.Option("--new", help="Start a new run even if an unfinished one of this config exists.")
+    ] = False,
+) -> None:
+    """Run prepare → train → evaluate → register; an unfinished run of the same config is resumed."""
     try:
         from tuneline.stages.pipeline import run_all
 
         cfg = _load(config, set_)
-        rd = run_all(cfg, config, report=_report)
+        rd = run_all(cfg, config, report=_report, new=new)
         print_summary(rd.summary())
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from exc

@@ -57,3 +57,9 @@ class RunDirError(TunelineError):
     """A run directory that is missing, incomplete or in an unexpected state."""
 
     exit_code = 6
+
+
+class TrainingInterrupted(TunelineError):
+    """Training stopped on a signal after saving a checkpoint: run the same command to resume."""
+
+    exit_code = 75  # EX_TEMPFAIL: launch targets retry on it

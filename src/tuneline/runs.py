@@ -224,6 +224,19 @@ class RunDir:
             hint=f"run `tuneline {with_stage}` first, or pass --run-dir",
         )
 
+    @classmethod
+    def resumable(cls, cfg: Config) -> RunDir | None:
+        """The newest unfinished run of this exact config (same config hash), if any."""
+        root = cfg.run.output_dir / cfg.run.name
+        wanted = config_hash(cfg)
+        for path in sorted((p for p in root.glob("*") if (p / "summary.json").is_file()), reverse=True):
+            run = cls(path)
+            if run.summary().get("complete"):
+                return None  # the newest run of this name finished: start a new one
+            if run.provenance().get("config_hash") == wanted:
+                return run
+        return None
+
     # state -------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         return json.loads(self.summary_file.read_text())

@@ -41,11 +41,22 @@ def run_stage(name: str, cfg: Config, run: RunDir, report: Reporter | None = Non
     return result
 
 
-def run_all(cfg: Config, config_path: str | Path | None = None, report: Reporter | None = None) -> RunDir:
+def run_all(
+    cfg: Config, config_path: str | Path | None = None, report: Reporter | None = None, *, new: bool = False
+) -> RunDir:
+    """All stages in a new run directory, or, unless ``new``, continuing the newest unfinished run of the
+    same config: finished stages are kept and training resumes from its newest valid checkpoint."""
     preflight(cfg)
-    run = RunDir.create(cfg, Path(config_path) if config_path else None)
+    run = None if new else RunDir.resumable(cfg)
+    if run is None:
+        run = RunDir.create(cfg, Path(config_path) if config_path else None)
+    elif report:
+        report(f"resuming {run.path}", "note", 0.0)
+    done = set(run.summary().get("stages", []))
     for name in STAGE_MODULES:
         if name == "register" and not cfg.registry.enabled:
+            continue
+        if name in done:
             continue
         run_stage(name, cfg, run, report)
     if not cfg.registry.enabled:

@@ -65,8 +65,9 @@ def run(cfg: Config, run: RunDir) -> Registration:
         metrics = [
             Metric(f"train_{k}", float(v), 0, int(m["step"]))
             for m in run.metrics()
+            if "step" in m
             for k, v in m.items()
-            if k not in ("step", "epoch")
+            if k not in ("step", "epoch") and isinstance(v, int | float)
         ]
         for who in ("base", "tuned"):
             for k, v in (summary["eval"].get(who) or {}).items():

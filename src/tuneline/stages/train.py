@@ -5,6 +5,10 @@
 Loads the base model through from_pretrained, adds LoRA (seeded first), trains with the
 transformers Trainer and our collator (loss on answer tokens only), then saves the adapter
 and the processor into adapter/ in one rename.
+
+Every checkpoint is sealed with a checksum manifest; running the command again resumes from the
+newest checkpoint that verifies. SIGTERM or SIGINT saves a checkpoint at the end of the current
+step and exits with code 75 (retryable).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 
 from tuneline.config import Config
 from tuneline.data.records import read_records
-from tuneline.errors import DataError
+from tuneline.errors import DataError, TrainingInterrupted
 from tuneline.runs import RunDir, atomic_dir
 
 log = logging.getLogger("tuneline.train")
@@ -38,7 +42,9 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     from tuneline.models.load import load_model, load_processor, resolve_base
     from tuneline.training.adapters import add_lora
     from tuneline.training.callbacks import MetricsCallback, ProgressCallback
+    from tuneline.training.checkpoints import ManifestCallback, newest_valid
     from tuneline.training.collate import ChatCollator
+    from tuneline.training.signals import StopOnSignal
 
     run.require("prepare")
     train_records = list(read_records(run.split_file("train")))
@@ -92,14 +98,24 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         train_dataset=train_records,
         data_collator=ChatCollator(processor, cfg.data.max_seq_length),
         processing_class=processor.inner,
-        callbacks=[ProgressCallback(), MetricsCallback(run)],
+        callbacks=[ProgressCallback(), MetricsCallback(run), ManifestCallback(), stopper := StopOnSignal()],
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar shows the loss
 
-    # 4. Train.
+    # 4. Train, resuming from the newest checkpoint that verifies (broken newer ones are skipped).
+    resume = newest_valid(run.checkpoints_dir)
+    if resume is not None:
+        log.info("resuming from %s", resume.name)
+        run.append_metric({"event": "resume", "checkpoint": resume.name})
     started = time.time()
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.time() - started
+    if stopper.received is not None:
+        raise TrainingInterrupted(
+            f"training stopped by signal {stopper.received} at step {trainer.state.global_step} of "
+            f"{trainer.state.max_steps}; checkpoint-{trainer.state.global_step} saved",
+            hint="run the same command again to resume from it",
+        )
     losses = [m["loss"] for m in run.metrics() if "loss" in m]
     final_loss = losses[-1] if losses else float(output.training_loss)
 
