@@ -248,11 +248,18 @@ class LoraConfig(Section):
 
 
 class TrainConfig(Section):
-    method: Literal["lora"] = Field("lora", description="Fine-tuning method.")
+    method: Literal["lora", "qlora", "dora", "full"] = Field(
+        "lora",
+        description="lora; qlora (LoRA on a 4-bit nf4 base, bitsandbytes); dora (weight-decomposed "
+        "LoRA); full (every weight of the language model).",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings.")
     train_projector: bool = Field(
         False,
         description="Also train the vision-to-text projector (multimodal models), saved with the adapter.",
+    )
+    train_vision_tower: bool = Field(
+        False, description="Also train the vision tower (LoRA on its linear layers; all of it for full)."
     )
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(

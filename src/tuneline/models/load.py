@@ -180,15 +180,34 @@ def torch_dtype(name: str):
     return getattr(torch, name)
 
 
-def load_model(resolved: ResolvedModel, dtype: str = "float32"):
-    """Load the base model from its local folder with the family's Auto class."""
+def load_model(
+    resolved: ResolvedModel,
+    dtype: str = "float32",
+    *,
+    quantize_4bit: bool = False,
+    folder: Path | None = None,
+):
+    """Load the base model (or a full fine-tune in ``folder``) with the family's Auto class.
+
+    ``quantize_4bit``: nf4 weights through bitsandbytes (QLoRA); the family's vision side and LM head
+    stay in ``dtype``.
+    """
     import transformers
 
     auto = getattr(transformers, resolved.family.auto_class)
+    kwargs = {}
+    if quantize_4bit:
+        kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch_dtype(dtype),
+            llm_int8_skip_modules=list(resolved.family.quant_skip_modules),
+        )
+    source = folder or resolved.folder
     try:
-        return auto.from_pretrained(resolved.folder, dtype=torch_dtype(dtype), use_safetensors=True)
+        return auto.from_pretrained(source, dtype=torch_dtype(dtype), use_safetensors=True, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"could not load model from {resolved.folder}: {exc}") from exc
+        raise ModelError(f"could not load model from {source}: {exc}") from exc
 
 
 def load_processor(resolved: ResolvedModel):

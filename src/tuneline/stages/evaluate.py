@@ -53,8 +53,16 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     if base_scores:
         log.info("base: loss %.4f accuracy %.3f", base_scores.loss, base_scores.accuracy)
 
-    # 2. The tuned model: the same base weights with the run's adapter on top.
-    tuned_model = PeftModel.from_pretrained(model, run.adapter_dir)
+    # 2. The tuned model as it will be deployed: the base (4-bit for QLoRA) with the run's adapter on
+    # top, or, for a full fine-tune, the saved model itself.
+    if cfg.train.method == "full":
+        tuned_model = load_model(base, cfg.model.dtype, folder=run.adapter_dir)
+    else:
+        if cfg.train.method == "qlora":
+            model = load_model(base, cfg.model.dtype, quantize_4bit=True)
+        tuned_model = PeftModel.from_pretrained(model, run.adapter_dir)
+    if torch.cuda.is_available():
+        tuned_model = tuned_model.to("cuda")
     tuned_scores = score(tuned_model, processor, records, **options)
     log.info("tuned: loss %.4f accuracy %.3f", tuned_scores.loss, tuned_scores.accuracy)
 

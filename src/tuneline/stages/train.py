@@ -40,7 +40,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     from transformers.trainer_callback import PrinterCallback
 
     from tuneline.models.load import load_model, load_processor, resolve_base
-    from tuneline.training.adapters import add_lora
+    from tuneline.training.adapters import prepare_for_training
     from tuneline.training.callbacks import MetricsCallback, ProgressCallback
     from tuneline.training.checkpoints import ManifestCallback, newest_valid
     from tuneline.training.collate import ChatCollator
@@ -55,13 +55,19 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     base = resolve_base(cfg.model)
     run.update_provenance(base_model=base.provenance())
     processor = load_processor(base)
-    model = load_model(base, cfg.model.dtype)
+    model = load_model(base, cfg.model.dtype, quantize_4bit=cfg.train.method == "qlora")
 
-    # 2. LoRA on the language model. Seed before PEFT draws the LoRA initialisation.
+    # 2. The method: LoRA / DoRA / QLoRA adapters, or full. Seed before PEFT draws the LoRA init.
     set_seed(cfg.run.seed)
-    model = add_lora(model, cfg.train, base.family)
+    model = prepare_for_training(model, cfg.train, base.family)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("base %s (%s), trainable parameters %d", base.spec, base.family.name, trainable)
+    log.info(
+        "base %s (%s), method %s, trainable parameters %d",
+        base.spec,
+        base.family.name,
+        cfg.train.method,
+        trainable,
+    )
 
     # 3. Trainer with CPU-sane defaults: no bf16, no gradient checkpointing unless asked.
     steps_per_epoch = math.ceil(

@@ -28,6 +28,9 @@ class ModelFamily:
     projector_modules: tuple[str, ...] = ()  # attribute paths of the vision->text projector
     vision_modules: tuple[str, ...] = ()  # attribute paths of the vision tower
     turn_end_tokens: tuple[str, ...] = field(default_factory=tuple)  # stop generation on these
+    # Full module names kept out of 4-bit quantization (bitsandbytes matches from the start of the name):
+    # the vision side is too small and too sensitive, the LM head stays exact.
+    quant_skip_modules: tuple[str, ...] = ("lm_head",)
 
 
 _FAMILIES: dict[str, ModelFamily] = {}

@@ -121,5 +121,6 @@ FAMILY = register_family(
         projector_modules=("model.multi_modal_projector",),
         vision_modules=("model.vision_tower",),
         turn_end_tokens=("<end_of_turn>",),
+        quant_skip_modules=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
     )
 )
