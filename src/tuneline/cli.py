@@ -130,6 +130,8 @@ def _stage_command(stage: str, config: Path, set_: list[str] | None, run_dir: Pa
         previous = STAGES[STAGES.index(stage) - 1]
         rd = RunDir.open(run_dir) if run_dir else RunDir.latest(cfg, with_stage=previous)
     run_stage(stage, cfg, rd, report=_report)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # a distributed worker: rank 0 reports
     err.print(f"run directory: {rd.path}")
     if stage == "register" or stage == "evaluate":
         print_summary(rd.summary())
@@ -145,10 +147,46 @@ def prepare(config: ConfigArg, set_: SetOpt = None, run_dir: RunDirOpt = None) -
 
 
 @app.command()
-def train(config: ConfigArg, set_: SetOpt = None, run_dir: RunDirOpt = None) -> None:
-    """Fine-tune the base model with LoRA on a prepared run directory."""
+def train(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    nproc_per_node: Annotated[
+        int, typer.Option("--nproc-per-node", help="Processes per node (torchrun).")
+    ] = 1,
+    nnodes: Annotated[int, typer.Option(help="Number of nodes (torchrun).")] = 1,
+    node_rank: Annotated[int, typer.Option(help="This node's rank (multi-node).")] = 0,
+    master_addr: Annotated[str, typer.Option(help="Rendezvous host (multi-node).")] = "127.0.0.1",
+    master_port: Annotated[int, typer.Option(help="Rendezvous port.")] = 29500,
+) -> None:
+    """Fine-tune the base model on a prepared run directory (distributed with --nproc-per-node / --nnodes)."""
+    from tuneline.training.distributed import in_torchrun, launch, torchrun_command
+
     try:
+        if (nproc_per_node > 1 or nnodes > 1) and not in_torchrun():
+            from tuneline.runs import RunDir
+
+            cfg = _load(config, set_)
+            rd = RunDir.open(run_dir) if run_dir else RunDir.latest(cfg, with_stage="prepare")
+            cmd = torchrun_command(
+                config,
+                rd.path,
+                set_ or [],
+                nproc_per_node=nproc_per_node,
+                nnodes=nnodes,
+                node_rank=node_rank,
+                master_addr=master_addr,
+                master_port=master_port,
+            )
+            err.print(f"[bold cyan]torchrun[/] {escape(' '.join(cmd[2:]))}")
+            code = launch(cmd)
+            if code != 0:
+                raise typer.Exit(code)
+            err.print(f"run directory: {rd.path}")
+            return
         _stage_command("train", config, set_, run_dir)
+    except typer.Exit:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from exc
 

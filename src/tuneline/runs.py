@@ -243,11 +243,15 @@ class RunDir:
 
     def update_summary(self, **sections: Any) -> dict[str, Any]:
         summary = self.summary()
+        if int(os.environ.get("RANK", "0")) != 0:
+            return summary
         summary.update(sections)
         atomic_write_json(self.summary_file, summary)
         return summary
 
     def update_provenance(self, **fields: Any) -> None:
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
         prov = json.loads(self.provenance_file.read_text())
         prov.update(fields)
         atomic_write_json(self.provenance_file, prov)
@@ -263,6 +267,8 @@ class RunDir:
             )
 
     def append_metric(self, record: dict[str, Any]) -> None:
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
         with self.metrics_file.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
@@ -275,7 +281,13 @@ class RunDir:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Run a stage: log to run.log; on failure write FAILED (stage, error, traceback) and re-raise."""
+        """Run a stage: log to run.log; on failure write FAILED (stage, error, traceback) and re-raise.
+
+        In a distributed worker other than rank 0 the stage just runs: rank 0 keeps the books.
+        """
+        if int(os.environ.get("RANK", "0")) != 0:
+            yield
+            return
         self.failed_file.unlink(missing_ok=True)
         handler = logging.FileHandler(self.log_file, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

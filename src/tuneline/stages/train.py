@@ -44,6 +44,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     from tuneline.training.callbacks import MetricsCallback, ProgressCallback
     from tuneline.training.checkpoints import ManifestCallback, newest_valid
     from tuneline.training.collate import ChatCollator
+    from tuneline.training.distributed import is_main
     from tuneline.training.signals import StopOnSignal
 
     run.require("prepare")
@@ -104,7 +105,12 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         train_dataset=train_records,
         data_collator=ChatCollator(processor, cfg.data.max_seq_length),
         processing_class=processor.inner,
-        callbacks=[ProgressCallback(), MetricsCallback(run), ManifestCallback(), stopper := StopOnSignal()],
+        callbacks=[
+            *([ProgressCallback()] if is_main() else []),
+            MetricsCallback(run),
+            ManifestCallback(),
+            stopper := StopOnSignal(),
+        ],
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar shows the loss
 
@@ -125,10 +131,11 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     losses = [m["loss"] for m in run.metrics() if "loss" in m]
     final_loss = losses[-1] if losses else float(output.training_loss)
 
-    # 5. Save adapter + processor atomically.
-    with atomic_dir(run.adapter_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        processor.inner.save_pretrained(tmp)
+    # 5. Save adapter + processor atomically (rank 0: every rank holds the same weights).
+    if is_main():
+        with atomic_dir(run.adapter_dir) as tmp:
+            trainer.accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+            processor.inner.save_pretrained(tmp)
 
     result = TrainResult(
         final_loss=final_loss,
@@ -143,8 +150,10 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
             "steps": result.steps,
             "steps_per_epoch": steps_per_epoch,
             "seconds": round(seconds, 2),
+            "world_size": args.world_size,
             "samples_per_second": round(
                 result.steps
+                * args.world_size
                 * cfg.train.batch_size
                 * cfg.train.gradient_accumulation_steps
                 / max(seconds, 1e-9),

@@ -84,6 +84,10 @@ class ManifestCallback(TrainerCallback):
     """After each save, seal the new checkpoint with its manifest."""
 
     def on_save(self, args, state, control, **kwargs):
+        from tuneline.training.distributed import barrier, is_main
+
+        barrier()  # every rank has written its part (rng_state_<rank>.pth) before the seal
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if folder.is_dir():
+        if is_main() and folder.is_dir():
             write_manifest(folder, state.global_step)
+        barrier()
