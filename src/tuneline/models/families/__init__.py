@@ -45,7 +45,7 @@ def register_family(family: ModelFamily) -> ModelFamily:
 
 def _ensure_builtin() -> None:
     # Imported lazily so that `tuneline config ...` never pays for transformers.
-    from tuneline.models.families import gemma3, llama  # noqa: F401
+    from tuneline.models.families import gemma3, llama, llava  # noqa: F401
 
 
 def family_names() -> list[str]:

@@ -1,0 +1,111 @@
+"""LLaVA (image + text): ``LlavaForConditionalGeneration`` with ``LlavaProcessor``.
+
+The tiny preset pairs a SigLIP vision tower with a Llama language model, as LLaVA-style checkpoints
+do; at 32 px and patch 8 each image becomes 16 tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuneline.models.families import ModelFamily, register_family
+from tuneline.models.tokenizer import train_tiny_tokenizer
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ message['role'] | upper }}: "
+    "{% if message['content'] is string %}{{ message['content'] | trim }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<image>\n"
+    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT: {% endif %}"
+)
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
+IMAGE_SIZE = 32
+PATCH_SIZE = 8
+
+
+def build_tiny(folder: Path, seed: int) -> None:
+    import torch
+    from transformers import (
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        SiglipVisionConfig,
+    )
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    tokenizer = train_tiny_tokenizer(
+        SPECIAL_TOKENS,
+        named_tokens={"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"},
+        extra_special_tokens={"image_token": "<image>"},
+        chat_template=CHAT_TEMPLATE,
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=ids("<pad>"),
+        bos_token_id=ids("<s>"),
+        eos_token_id=ids("</s>"),
+        tie_word_embeddings=True,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=ids("<image>"),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    with torch.no_grad():  # tied LM head: see gemma3.build_tiny for why the gain matters
+        model.get_input_embeddings().weight.normal_(0.0, 0.25)
+    model.generation_config.eos_token_id = [ids("</s>")]
+    model.generation_config.pad_token_id = ids("<pad>")
+    processor = LlavaProcessor(
+        image_processor=SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="full",
+        chat_template=CHAT_TEMPLATE,
+        num_additional_image_tokens=0,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+FAMILY = register_family(
+    ModelFamily(
+        name="llava",
+        model_types=("llava",),
+        multimodal=True,
+        auto_class="AutoModelForImageTextToText",
+        build_tiny=build_tiny,
+        exclude_from_lora=r".*(vision_tower|multi_modal_projector).*",
+        projector_modules=("model.multi_modal_projector",),
+        vision_modules=("model.vision_tower",),
+        turn_end_tokens=("</s>",),
+        quant_skip_modules=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
+    )
+)
