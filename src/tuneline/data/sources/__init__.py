@@ -11,6 +11,7 @@ import base64
 import binascii
 import difflib
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,17 @@ def missing_columns(path: Path, columns: list[str], wanted: dict[str, str | None
         )
 
 
+def store_bytes(raw: bytes, ext: str, folder: Path) -> str:
+    """Write image bytes once into a content-addressed folder (name = sha256); return the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(raw).hexdigest()}.{(ext or 'bin')[:8]}"
+    if not path.exists():
+        tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+        tmp.write_bytes(raw)
+        tmp.replace(path)
+    return str(path)
+
+
 def resolve_image(ref: str, root: Path, inline_dir: Path) -> str:
     """An image reference → an absolute path inside ``root`` (or the inline-image cache).
 
@@ -96,14 +108,7 @@ def resolve_image(ref: str, root: Path, inline_dir: Path) -> str:
             raw = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise RowProblem("schema_error", f"invalid base64 in data: URI ({exc})") from None
-        ext = head[5:].split(";")[0].split("/")[-1] or "bin"
-        inline_dir.mkdir(parents=True, exist_ok=True)
-        path = inline_dir / f"{hashlib.sha256(raw).hexdigest()}.{ext[:8]}"
-        if not path.exists():
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_bytes(raw)
-            tmp.replace(path)
-        return str(path)
+        return store_bytes(raw, head[5:].split(";")[0].split("/")[-1], inline_dir)
     parsed = urlparse(ref)
     if parsed.scheme in ("http", "https", "s3", "gs", "ftp"):
         raise RowProblem(

@@ -8,12 +8,18 @@ content-addressed cache folder, so every later step reads ordinary image files.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from tuneline.data.records import Record
-from tuneline.data.sources import RowProblem, SourceResult, inline_cache_dir, prompt_messages, text_part
+from tuneline.data.sources import (
+    RowProblem,
+    SourceResult,
+    inline_cache_dir,
+    prompt_messages,
+    store_bytes,
+    text_part,
+)
 from tuneline.errors import DataError
 
 
@@ -29,14 +35,7 @@ def _image_file(value: Any, cache: Path) -> str:
             raise RowProblem(
                 "image_missing", f"image has no bytes and no readable path ({value.get('path')!r})"
             )
-    ext = Path(value.get("path") or "img.bin").suffix.lstrip(".") or "bin"
-    cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"{hashlib.sha256(raw).hexdigest()}.{ext[:8]}"
-    if not path.exists():
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(raw)
-        tmp.replace(path)
-    return str(path)
+    return store_bytes(raw, Path(value.get("path") or "img.bin").suffix.lstrip("."), cache)
 
 
 def _messages(raw: Any, images: list[str]) -> list[dict[str, Any]]:

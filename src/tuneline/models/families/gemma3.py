@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families import ModelFamily, register_family
+from tuneline.models.tiny import VISION_SIZE, finish, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 # The shape of Gemma 3's own template, reduced to what a tiny model needs: image parts become
@@ -33,7 +34,6 @@ SPECIAL_TOKENS = [
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
 TOKENS_PER_IMAGE = 4  # a square whose root divides IMAGE_SIZE / PATCH_SIZE
-EMBED_STD = 0.25
 
 
 def build_tiny(folder: Path, seed: int) -> None:
@@ -58,28 +58,8 @@ def build_tiny(folder: Path, seed: int) -> None:
         chat_template=CHAT_TEMPLATE,
     )
     ids = tokenizer.convert_tokens_to_ids
-    text = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=1024,
-        sliding_window=256,
-        pad_token_id=ids("<pad>"),
-        bos_token_id=ids("<bos>"),
-        eos_token_id=ids("<eos>"),
-    )
-    vision = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-    )
+    text = text_config(Gemma3TextConfig, tokenizer, head_dim=16, sliding_window=256)
+    vision = SiglipVisionConfig(**VISION_SIZE, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE)
     config = Gemma3Config(
         text_config=text,
         vision_config=vision,
@@ -95,11 +75,7 @@ def build_tiny(folder: Path, seed: int) -> None:
     proj = model.model.multi_modal_projector.mm_input_projection_weight
     with torch.no_grad():
         proj.normal_(0.0, 1.0 / vision.hidden_size**0.5)
-        # The LM head is tied to the embeddings: at the default std (0.02) no logit can exceed ~1,
-        # so a tiny model could never become confident. Give the embeddings a usable gain.
-        model.get_input_embeddings().weight.normal_(0.0, EMBED_STD)
-    model.generation_config.eos_token_id = [ids("<eos>"), ids("<end_of_turn>")]
-    model.generation_config.pad_token_id = ids("<pad>")
+    finish(model, tokenizer, ["<eos>", "<end_of_turn>"])
     processor = Gemma3Processor(
         image_processor=Gemma3ImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
         tokenizer=tokenizer,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families import ModelFamily, register_family
+from tuneline.models.tiny import finish, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
@@ -40,26 +41,10 @@ def build_tiny(folder: Path, seed: int) -> None:
         },
         chat_template=CHAT_TEMPLATE,
     )
-    ids = tokenizer.convert_tokens_to_ids
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        pad_token_id=ids("<|pad|>"),
-        bos_token_id=ids("<|begin_of_text|>"),
-        eos_token_id=ids("<|end_of_text|>"),
-        tie_word_embeddings=True,
-    )
+    config = text_config(LlamaConfig, tokenizer, tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    with torch.no_grad():  # tied LM head: see gemma3.build_tiny for why the gain matters
-        model.get_input_embeddings().weight.normal_(0.0, 0.25)
-    model.generation_config.eos_token_id = [ids("<|end_of_text|>"), ids("<|eot_id|>")]
-    model.generation_config.pad_token_id = ids("<|pad|>")
+    finish(model, tokenizer, ["<|end_of_text|>", "<|eot_id|>"])
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families import ModelFamily, register_family
+from tuneline.models.tiny import VISION_SIZE, finish, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
@@ -47,42 +48,19 @@ def build_tiny(folder: Path, seed: int) -> None:
         extra_special_tokens={"image_token": "<image>"},
         chat_template=CHAT_TEMPLATE,
     )
-    ids = tokenizer.convert_tokens_to_ids
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        pad_token_id=ids("<pad>"),
-        bos_token_id=ids("<s>"),
-        eos_token_id=ids("</s>"),
-        tie_word_embeddings=True,
-    )
-    vision = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-    )
+    text = text_config(LlamaConfig, tokenizer, tie_word_embeddings=True)
+    vision = SiglipVisionConfig(**VISION_SIZE, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_index=ids("<image>"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="full",
         vision_feature_layer=-1,
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
-    with torch.no_grad():  # tied LM head: see gemma3.build_tiny for why the gain matters
-        model.get_input_embeddings().weight.normal_(0.0, 0.25)
-    model.generation_config.eos_token_id = [ids("</s>")]
-    model.generation_config.pad_token_id = ids("<pad>")
+    finish(model, tokenizer, ["</s>"])
     processor = LlavaProcessor(
         image_processor=SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
         tokenizer=tokenizer,

@@ -1,0 +1,46 @@
+"""Shared pieces of the ``tiny:`` presets: toy sizes, and the finishing touches every preset needs.
+
+Each family module builds its own real architecture from a transformers config; these helpers keep
+the sizes and the fixes that apply to all of them in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Toy sizes: big enough to learn the bundled examples, small enough for a CPU test in seconds.
+TEXT_SIZE: dict[str, int] = {
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "max_position_embeddings": 1024,
+}  # fmt: skip
+VISION_SIZE: dict[str, int] = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
+# The LM heads are tied to the embeddings: at the default std (0.02) no logit can exceed ~1, so a tiny
+# model could never become confident. The embeddings get a usable gain instead.
+EMBED_STD = 0.25
+
+
+def text_config(config_cls: type, tokenizer: Any, **extra: Any) -> Any:
+    """A language-model config of toy size whose vocabulary and special ids come from ``tokenizer``."""
+    return config_cls(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **TEXT_SIZE,
+        **extra,
+    )
+
+
+def finish(model: Any, tokenizer: Any, stop_tokens: list[str]) -> None:
+    """Embedding gain, and generation that stops at the end of a turn and pads with the pad token."""
+    import torch
+
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, EMBED_STD)
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(t) for t in stop_tokens]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
