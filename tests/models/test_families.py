@@ -65,7 +65,9 @@ def test_family(name, tmp_path):
             key = pname.replace(".base_layer", "").replace(".original_module", "")
             assert torch.equal(param, base_weights[key]), pname
     assert all(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
-    assert not any("vision" in n for n, _ in model.named_parameters() if "lora_" in n)  # vision side frozen
+    vision = [m.rsplit(".", 1)[-1] for m in resolved.family.vision_modules]
+    lora_names = [n for n, _ in model.named_parameters() if "lora_" in n]
+    assert lora_names and not any(v in n for v in vision for n in lora_names)  # the vision side stays frozen
     model.eval()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():

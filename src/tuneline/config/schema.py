@@ -247,6 +247,14 @@ class LoraConfig(Section):
     )
 
 
+class CostConfig(Section):
+    accelerator: str = Field(
+        "cpu", description="Accelerator name, e.g. H100-80GB, A100-40GB, L4 (for the record)."
+    )
+    count: int = Field(1, gt=0, description="Accelerators used by the run.")
+    price_per_hour: float = Field(0.0, ge=0, description="Price of one accelerator-hour, in your currency.")
+
+
 class TrainConfig(Section):
     method: Literal["lora", "qlora", "dora", "full"] = Field(
         "lora",
@@ -275,10 +283,41 @@ class TrainConfig(Section):
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
     logging_steps: int = Field(10, gt=0, description="Log loss to metrics.jsonl every this many steps.")
     save_steps: int = Field(100, gt=0, description="Save a checkpoint every this many optimizer steps.")
-    save_total_limit: int = Field(2, gt=0, description="Keep at most this many checkpoints.")
+    save_total_limit: int = Field(
+        2,
+        gt=0,
+        description="Keep at most this many checkpoints (the best one is "
+        "always kept when eval_steps is set).",
+    )
+    eval_steps: int | None = Field(
+        None,
+        gt=0,
+        description="Evaluate the answer-token loss on the val split every "
+        "this many steps; the best checkpoint (lowest loss) becomes the adapter.",
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        gt=0,
+        description="Stop when the val loss has not improved for this many evaluations (needs eval_steps).",
+    )
+    cost: CostConfig = Field(
+        default_factory=CostConfig,
+        description="Accelerator and price: the run records accelerator-hours and cost.",
+    )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     bf16: bool = Field(False, description="Mixed precision bf16 (GPU). Off by default: slow on CPU.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory. Off by default.")
+
+    @model_validator(mode="after")
+    def _evaluation_schedule(self) -> TrainConfig:
+        if self.early_stopping_patience is not None and self.eval_steps is None:
+            raise ValueError("early_stopping_patience needs eval_steps; set train.eval_steps")
+        if self.eval_steps is not None and self.save_steps % self.eval_steps:
+            raise ValueError(
+                f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}) "
+                "so the best checkpoint can be kept"
+            )
+        return self
 
 
 class EvalConfig(Section):

@@ -216,7 +216,9 @@ def load_processor(resolved: ResolvedModel):
 
     from tuneline.models.processing import ChatProcessor
 
-    auto = transformers.AutoProcessor if resolved.family.multimodal else transformers.AutoTokenizer
+    auto = resolved.family.processor_class or (
+        transformers.AutoProcessor if resolved.family.multimodal else transformers.AutoTokenizer
+    )
     try:
         inner = auto.from_pretrained(resolved.folder)
     except (OSError, ValueError) as exc:

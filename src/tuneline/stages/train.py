@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from tuneline.config import Config
 from tuneline.data.records import read_records
@@ -36,12 +37,12 @@ class TrainResult:
 
 def run(cfg: Config, run: RunDir) -> TrainResult:
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
 
     from tuneline.models.load import load_model, load_processor, resolve_base
     from tuneline.training.adapters import prepare_for_training
-    from tuneline.training.callbacks import MetricsCallback, ProgressCallback
+    from tuneline.training.callbacks import MetricsCallback, ProgressCallback, peak_memory_gb
     from tuneline.training.checkpoints import ManifestCallback, newest_valid
     from tuneline.training.collate import ChatCollator
     from tuneline.training.distributed import is_main
@@ -49,6 +50,11 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
 
     run.require("prepare")
     train_records = list(read_records(run.split_file("train")))
+    val_records = list(read_records(run.split_file("val"))) if cfg.train.eval_steps else []
+    if cfg.train.eval_steps and not val_records:
+        raise DataError(
+            "train.eval_steps is set but the val split is empty", hint="give data.split.val a share"
+        )
     if not train_records:
         raise DataError(f"{run.split_file('train')} is empty", hint="re-run prepare with more data")
 
@@ -97,20 +103,32 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         dataloader_num_workers=0,
         report_to="none",
         disable_tqdm=True,
+        eval_strategy="steps" if cfg.train.eval_steps else "no",
+        eval_steps=cfg.train.eval_steps,
+        per_device_eval_batch_size=cfg.train.batch_size,
+        prediction_loss_only=True,
+        load_best_model_at_end=bool(cfg.train.eval_steps),
+        metric_for_best_model="eval_loss" if cfg.train.eval_steps else None,
+        greater_is_better=False if cfg.train.eval_steps else None,
         use_cpu=not torch.cuda.is_available(),
     )
+    collator = ChatCollator(processor, cfg.data.max_seq_length)
+    callbacks = [
+        *([ProgressCallback(collator=collator)] if is_main() else []),
+        MetricsCallback(run),
+        ManifestCallback(),
+        stopper := StopOnSignal(),
+    ]
+    if cfg.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train_records,
-        data_collator=ChatCollator(processor, cfg.data.max_seq_length),
+        eval_dataset=val_records or None,
+        data_collator=collator,
         processing_class=processor.inner,
-        callbacks=[
-            *([ProgressCallback()] if is_main() else []),
-            MetricsCallback(run),
-            ManifestCallback(),
-            stopper := StopOnSignal(),
-        ],
+        callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar shows the loss
 
@@ -143,8 +161,22 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         seconds=seconds,
         trainable_parameters=trainable,
     )
+    hours = seconds / 3600 * cfg.train.cost.count
+    best = trainer.state.best_model_checkpoint
     run.update_summary(
         train={
+            "best_checkpoint": Path(best).name if best else None,
+            "best_eval_loss": trainer.state.best_metric,
+            "stopped_early": trainer.state.global_step < trainer.state.max_steps,
+            "tokens": collator.tokens_seen,
+            "peak_memory_gb": round(peak_memory_gb(), 3),
+            "cost": {
+                "accelerator": cfg.train.cost.accelerator,
+                "count": cfg.train.cost.count,
+                "accelerator_hours": hours,
+                "price_per_hour": cfg.train.cost.price_per_hour,
+                "cost": hours * cfg.train.cost.price_per_hour,
+            },
             "final_loss": final_loss,
             "mean_loss": float(output.training_loss),
             "steps": result.steps,

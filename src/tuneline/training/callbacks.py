@@ -18,11 +18,24 @@ from transformers import TrainerCallback
 from tuneline.runs import RunDir
 
 
-class ProgressCallback(TrainerCallback):
-    """A rich progress bar on stderr: step M/N, loss, samples/s, elapsed and ETA."""
+def peak_memory_gb() -> float:
+    """Peak accelerator memory (CUDA) or peak resident memory of this process (CPU), in GB."""
+    import resource
 
-    def __init__(self, console: Console | None = None) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux reports kB
+
+
+class ProgressCallback(TrainerCallback):
+    """A rich progress bar on stderr: step M/N, loss, samples/s, tokens/s, peak memory, elapsed and ETA."""
+
+    def __init__(self, console: Console | None = None, collator=None) -> None:
         self.console = console or Console(stderr=True)
+        self.collator = collator
+        self.tokens_at_start = 0
         self.progress: Progress | None = None
         self.task = None
         self.loss = float("nan")
@@ -46,8 +59,12 @@ class ProgressCallback(TrainerCallback):
             transient=False,
         )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=state.max_steps, loss="-", rate="-")
+        self.task = self.progress.add_task(
+            "train", total=state.max_steps, loss="-", rate="-", tokens="-", memory="-"
+        )
         self.started = time.time()
+        self.first_step = state.global_step  # resumed runs start past 0
+        self.tokens_at_start = self.collator.tokens_seen if self.collator is not None else 0
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:

@@ -31,6 +31,8 @@ class ModelFamily:
     # Full module names kept out of 4-bit quantization (bitsandbytes matches from the start of the name):
     # the vision side is too small and too sensitive, the LM head stays exact.
     quant_skip_modules: tuple[str, ...] = ("lm_head",)
+    # A processor class to load by name where AutoProcessor cannot (it would fall back to the tokenizer).
+    processor_class: type | None = None
 
 
 _FAMILIES: dict[str, ModelFamily] = {}
@@ -45,7 +47,7 @@ def register_family(family: ModelFamily) -> ModelFamily:
 
 def _ensure_builtin() -> None:
     # Imported lazily so that `tuneline config ...` never pays for transformers.
-    from tuneline.models.families import gemma3, llama, llava  # noqa: F401
+    from tuneline.models.families import gemma3, llama, llava, qwen2_5_vl  # noqa: F401
 
 
 def family_names() -> list[str]:
