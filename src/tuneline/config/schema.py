@@ -305,6 +305,11 @@ class TrainConfig(Section):
         description="Accelerator and price: the run records accelerator-hours and cost.",
     )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    answer_only_logits: bool = Field(
+        True,
+        description="Run the LM head only at answer positions (same loss, "
+        "far less compute and memory with large vocabularies).",
+    )
     bf16: bool = Field(False, description="Mixed precision bf16 (GPU). Off by default: slow on CPU.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory. Off by default.")
 

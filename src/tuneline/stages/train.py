@@ -46,6 +46,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     from tuneline.training.checkpoints import ManifestCallback, newest_valid
     from tuneline.training.collate import ChatCollator
     from tuneline.training.distributed import is_main
+    from tuneline.training.loss import AnswerOnlyTrainer
     from tuneline.training.signals import StopOnSignal
 
     run.require("prepare")
@@ -121,7 +122,8 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     ]
     if cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
-    trainer = Trainer(
+    trainer_class = AnswerOnlyTrainer if cfg.train.answer_only_logits else Trainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_records,
