@@ -394,6 +394,8 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*is deprecated and will be removed in v6.*")
     for name in ("mlflow", "alembic", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # bitsandbytes (imported by peft) logs a notice about an optional kernels package on CPU machines.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -38,7 +38,7 @@ class ProgressCallback(TrainerCallback):
         self.tokens_at_start = 0
         self.progress: Progress | None = None
         self.task = None
-        self.loss = float("nan")
+        self.loss: float | None = None  # until the first logged loss
         self.started = 0.0
         self.samples_per_step = 1
 
@@ -75,7 +75,10 @@ class ProgressCallback(TrainerCallback):
             elapsed = max(time.time() - self.started, 1e-9)
             rate = state.global_step * self.samples_per_step / elapsed
             self.progress.update(
-                self.task, completed=state.global_step, loss=f"{self.loss:.4f}", rate=f"{rate:.0f}"
+                self.task,
+                completed=state.global_step,
+                loss="-" if self.loss is None else f"{self.loss:.4f}",
+                rate=f"{rate:.0f}",
             )
 
     def on_train_end(self, args, state, control, **kwargs):
