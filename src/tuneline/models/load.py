@@ -11,12 +11,10 @@ Whatever the source, the model is then loaded from a local folder with ``from_pr
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import shutil
 import socket
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,12 +86,16 @@ def tiny_folder(family: ModelFamily) -> Path:
     import tokenizers
     import transformers
 
+    from tuneline.models import families, tiny
     from tuneline.models import tokenizer as tiny_tokenizer
 
-    # Keyed on the builder's own source: editing a preset rebuilds it, no version to remember.
-    builder_source = inspect.getsource(sys.modules[family.build_tiny.__module__]) + inspect.getsource(
-        tiny_tokenizer
-    )
+    # Keyed on the builders' own source (every family module, the shared tiny helpers, the tokenizer):
+    # editing a preset rebuilds it, no version to remember.
+    sources = sorted(Path(families.__file__).parent.glob("*.py")) + [
+        Path(tiny.__file__),
+        Path(tiny_tokenizer.__file__),
+    ]
+    builder_source = "".join(p.read_text() for p in sources)
     key = hashlib.sha256(
         f"{builder_source}|{TINY_SEED}|{transformers.__version__}|{tokenizers.__version__}".encode()
     ).hexdigest()[:16]

@@ -47,7 +47,7 @@ def register_family(family: ModelFamily) -> ModelFamily:
 
 def _ensure_builtin() -> None:
     # Imported lazily so that `tuneline config ...` never pays for transformers.
-    from tuneline.models.families import gemma3, llama, llava, qwen2_5_vl  # noqa: F401
+    from tuneline.models.families import gemma3, llama, llava, qwen2_5_vl, qwen2_vl  # noqa: F401
 
 
 def family_names() -> list[str]:
