@@ -6,8 +6,8 @@ from pathlib import Path
 
 from transformers import Qwen2_5_VLProcessor
 
-from tuneline.models.families import ModelFamily, register_family
-from tuneline.models.families._qwen import PATCH_SIZE, build_tiny, image_only
+from tuneline.models.families import register_family
+from tuneline.models.families._qwen import PATCH_SIZE, build_tiny, family, image_only
 from tuneline.models.tiny import TEXT_SIZE
 
 ImageOnlyQwen2_5_VLProcessor = image_only(Qwen2_5_VLProcessor)
@@ -40,18 +40,4 @@ def _build(folder: Path, seed: int) -> None:
     )
 
 
-FAMILY = register_family(
-    ModelFamily(
-        name="qwen2_5_vl",
-        model_types=("qwen2_5_vl",),
-        multimodal=True,
-        auto_class="AutoModelForImageTextToText",
-        build_tiny=_build,
-        exclude_from_lora=r".*(visual).*",
-        projector_modules=("model.visual.merger",),
-        vision_modules=("model.visual",),
-        turn_end_tokens=("<|im_end|>",),
-        quant_skip_modules=("model.visual", "lm_head"),
-        processor_class=ImageOnlyQwen2_5_VLProcessor,
-    )
-)
+FAMILY = register_family(family("qwen2_5_vl", _build, ImageOnlyQwen2_5_VLProcessor))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from transformers import Qwen2VLProcessor
 
-from tuneline.models.families import ModelFamily, register_family
-from tuneline.models.families._qwen import PATCH_SIZE, build_tiny, image_only
+from tuneline.models.families import register_family
+from tuneline.models.families._qwen import PATCH_SIZE, build_tiny, family, image_only
 from tuneline.models.tiny import TEXT_SIZE
 
 ImageOnlyQwen2VLProcessor = image_only(Qwen2VLProcessor)
@@ -38,18 +38,4 @@ def _build(folder: Path, seed: int) -> None:
     )
 
 
-FAMILY = register_family(
-    ModelFamily(
-        name="qwen2_vl",
-        model_types=("qwen2_vl",),
-        multimodal=True,
-        auto_class="AutoModelForImageTextToText",
-        build_tiny=_build,
-        exclude_from_lora=r".*(visual).*",
-        projector_modules=("model.visual.merger",),
-        vision_modules=("model.visual",),
-        turn_end_tokens=("<|im_end|>",),
-        quant_skip_modules=("model.visual", "lm_head"),
-        processor_class=ImageOnlyQwen2VLProcessor,
-    )
-)
+FAMILY = register_family(family("qwen2_vl", _build, ImageOnlyQwen2VLProcessor))
