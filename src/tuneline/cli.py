@@ -119,7 +119,7 @@ def run(
 
 
 def _stage_command(stage: str, config: Path, set_: list[str] | None, run_dir: Path | None) -> None:
-    from tuneline.runs import STAGES, RunDir
+    from tuneline.runs import STAGES, RunDir, is_main_process
     from tuneline.stages.pipeline import preflight, run_stage
 
     cfg = _load(config, set_)
@@ -130,7 +130,7 @@ def _stage_command(stage: str, config: Path, set_: list[str] | None, run_dir: Pa
         previous = STAGES[STAGES.index(stage) - 1]
         rd = RunDir.open(run_dir) if run_dir else RunDir.latest(cfg, with_stage=previous)
     run_stage(stage, cfg, rd, report=_report)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         return  # a distributed worker: rank 0 reports
     err.print(f"run directory: {rd.path}")
     if stage == "register" or stage == "evaluate":

@@ -93,6 +93,11 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def is_main_process() -> bool:
+    """True except in a distributed worker of rank > 0 (torchrun sets RANK): rank 0 keeps the books."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 # ---------------------------------------------------------------- provenance
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
@@ -243,14 +248,14 @@ class RunDir:
 
     def update_summary(self, **sections: Any) -> dict[str, Any]:
         summary = self.summary()
-        if int(os.environ.get("RANK", "0")) != 0:
+        if not is_main_process():
             return summary
         summary.update(sections)
         atomic_write_json(self.summary_file, summary)
         return summary
 
     def update_provenance(self, **fields: Any) -> None:
-        if int(os.environ.get("RANK", "0")) != 0:
+        if not is_main_process():
             return
         prov = json.loads(self.provenance_file.read_text())
         prov.update(fields)
@@ -267,7 +272,7 @@ class RunDir:
             )
 
     def append_metric(self, record: dict[str, Any]) -> None:
-        if int(os.environ.get("RANK", "0")) != 0:
+        if not is_main_process():
             return
         with self.metrics_file.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -285,7 +290,7 @@ class RunDir:
 
         In a distributed worker other than rank 0 the stage just runs: rank 0 keeps the books.
         """
-        if int(os.environ.get("RANK", "0")) != 0:
+        if not is_main_process():
             yield
             return
         self.failed_file.unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from tuneline.config import Config
 from tuneline.data.records import read_records
 from tuneline.errors import DataError, TrainingInterrupted
-from tuneline.runs import RunDir, atomic_dir
+from tuneline.runs import RunDir, atomic_dir, is_main_process
 
 log = logging.getLogger("tuneline.train")
 
@@ -45,7 +45,6 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     from tuneline.training.callbacks import MetricsCallback, ProgressCallback, peak_memory_gb
     from tuneline.training.checkpoints import ManifestCallback, newest_valid
     from tuneline.training.collate import ChatCollator
-    from tuneline.training.distributed import is_main
     from tuneline.training.loss import AnswerOnlyTrainer
     from tuneline.training.signals import StopOnSignal
 
@@ -103,6 +102,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         remove_unused_columns=False,
         dataloader_num_workers=0,
         report_to="none",
+        include_num_input_tokens_seen="non_padding",  # training batches only, gathered across ranks
         disable_tqdm=True,
         eval_strategy="steps" if cfg.train.eval_steps else "no",
         eval_steps=cfg.train.eval_steps,
@@ -115,7 +115,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     )
     collator = ChatCollator(processor, cfg.data.max_seq_length)
     callbacks = [
-        *([ProgressCallback(collator=collator)] if is_main() else []),
+        *([ProgressCallback()] if is_main_process() else []),
         MetricsCallback(run),
         ManifestCallback(),
         stopper := StopOnSignal(),
@@ -152,7 +152,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     final_loss = losses[-1] if losses else float(output.training_loss)
 
     # 5. Save adapter + processor atomically (rank 0: every rank holds the same weights).
-    if is_main():
+    if is_main_process():
         with atomic_dir(run.adapter_dir) as tmp:
             trainer.accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
             processor.inner.save_pretrained(tmp)
@@ -170,7 +170,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
             "best_checkpoint": Path(best).name if best else None,
             "best_eval_loss": trainer.state.best_metric,
             "stopped_early": trainer.state.global_step < trainer.state.max_steps,
-            "tokens": collator.tokens_seen,
+            "tokens": trainer.state.num_input_tokens_seen,
             "peak_memory_gb": round(peak_memory_gb(), 3),
             "cost": {
                 "accelerator": cfg.train.cost.accelerator,

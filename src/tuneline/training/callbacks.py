@@ -32,9 +32,8 @@ def peak_memory_gb() -> float:
 class ProgressCallback(TrainerCallback):
     """A rich progress bar on stderr: step M/N, loss, samples/s, tokens/s, peak memory, elapsed and ETA."""
 
-    def __init__(self, console: Console | None = None, collator=None) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self.collator = collator
         self.tokens_at_start = 0
         self.progress: Progress | None = None
         self.task = None
@@ -64,7 +63,7 @@ class ProgressCallback(TrainerCallback):
         )
         self.started = time.time()
         self.first_step = state.global_step  # resumed runs start past 0
-        self.tokens_at_start = self.collator.tokens_seen if self.collator is not None else 0
+        self.tokens_at_start = state.num_input_tokens_seen  # counted by the Trainer (training batches only)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tuneline.runs import atomic_write_json
+from tuneline.runs import atomic_write_json, is_main_process
 
 log = logging.getLogger("tuneline.train")
 MANIFEST = "tuneline-manifest.json"
@@ -84,10 +84,10 @@ class ManifestCallback(TrainerCallback):
     """After each save, seal the new checkpoint with its manifest."""
 
     def on_save(self, args, state, control, **kwargs):
-        from tuneline.training.distributed import barrier, is_main
+        from tuneline.training.distributed import barrier
 
         barrier()  # every rank has written its part (rng_state_<rank>.pth) before the seal
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if is_main() and folder.is_dir():
+        if is_main_process() and folder.is_dir():
             write_manifest(folder, state.global_step)
         barrier()

@@ -42,7 +42,6 @@ class ChatCollator:
         self.processor = processor
         self.max_seq_length = max_seq_length
         self.image_ids = torch.tensor(sorted(processor.image_token_ids), dtype=torch.long)
-        self.tokens_seen = 0  # non-pad tokens collated, for tokens/s
 
     def _ids(
         self, messages: list[dict[str, Any]], images: list[Image.Image], generation_prompt: bool
@@ -81,7 +80,6 @@ class ChatCollator:
                 f"including image tokens, above data.max_seq_length={self.max_seq_length}",
                 hint="raise data.max_seq_length or shorten the sample; image tokens are never truncated",
             )
-        self.tokens_seen += int(batch["attention_mask"].sum())
         labels = torch.full_like(input_ids, IGNORE)
         for i, record in enumerate(records):
             n = int(batch["attention_mask"][i].sum())
