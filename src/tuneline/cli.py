@@ -296,7 +296,7 @@ def data_validate(
 def data_prepare(config: ConfigArg, set_: SetOpt = None) -> None:
     """Validate, split and write (or reuse) the content-addressed snapshot that training reads."""
     try:
-        from tuneline.registry.store import workspace
+        from tuneline.runs import workspace
         from tuneline.stages.prepare import build_snapshot
 
         cfg = _load(config, set_)

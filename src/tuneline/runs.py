@@ -36,6 +36,11 @@ from tuneline.errors import RunDirError
 log = logging.getLogger("tuneline")
 
 STAGES = ("prepare", "train", "evaluate", "register")
+WORKSPACE = ".tuneline"  # in the working directory: dataset snapshots, caches, the default MLflow store
+
+
+def workspace(cwd: Path | None = None) -> Path:
+    return (cwd or Path.cwd()) / WORKSPACE
 
 
 # ---------------------------------------------------------------- atomic file helpers

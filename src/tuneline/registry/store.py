@@ -10,12 +10,7 @@ import os
 from pathlib import Path
 
 from tuneline.errors import RegistryError
-
-WORKSPACE = ".tuneline"
-
-
-def workspace(cwd: Path | None = None) -> Path:
-    return (cwd or Path.cwd()) / WORKSPACE
+from tuneline.runs import workspace  # noqa: F401 - re-exported: the registry's store lives there too
 
 
 def default_tracking_uri(cwd: Path | None = None) -> str:

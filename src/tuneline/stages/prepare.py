@@ -20,8 +20,7 @@ from tuneline.data.split import SPLITS
 from tuneline.data.validate import Validation, validate, write_report
 from tuneline.errors import DataError
 from tuneline.progress import phases
-from tuneline.registry.store import workspace
-from tuneline.runs import RunDir, atomic_dir, atomic_write_json
+from tuneline.runs import RunDir, atomic_dir, atomic_write_json, workspace
 
 log = logging.getLogger("tuneline.prepare")
 

@@ -145,7 +145,7 @@ def prompt_messages(images: list[str], prompt: str, answer: str, system: str | N
 
 
 def inline_cache_dir() -> Path:
-    from tuneline.registry.store import workspace
+    from tuneline.runs import workspace
 
     return workspace() / "cache" / "inline-images"
 
