@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 from tuneline.errors import ModelError
-from tuneline.models.families import ModelFamily, family_for_model_type, get_family
+from tuneline.models.families import ModelFamily, family_for_model_type, get_family, processor_standin
 
 if TYPE_CHECKING:
     from tuneline.config.schema import ModelConfig
@@ -212,15 +212,27 @@ def load_model(
         raise ModelError(f"could not load model from {source}: {exc}") from exc
 
 
+def _saved_processor_class(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "processor_config.json").read_text()).get("processor_class")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load_processor(resolved: ResolvedModel):
     """The family's processor (multimodal) or tokenizer (text), wrapped for chat use."""
     import transformers
 
     from tuneline.models.processing import ChatProcessor
 
-    auto = resolved.family.processor_class or (
-        transformers.AutoProcessor if resolved.family.multimodal else transformers.AutoTokenizer
-    )
+    family = resolved.family
+    if family.processor_class is not None:
+        auto = family.processor_class
+    elif family.multimodal:
+        # A stock processor that needs torchvision (Pixtral in a LLaVA checkpoint) loads through its stand-in.
+        auto = processor_standin(_saved_processor_class(resolved.folder)) or transformers.AutoProcessor
+    else:
+        auto = transformers.AutoTokenizer
     try:
         inner = auto.from_pretrained(resolved.folder)
     except (OSError, ValueError) as exc:

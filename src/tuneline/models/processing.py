@@ -56,12 +56,16 @@ class ChatProcessor:
     @property
     def image_token_ids(self) -> set[int]:
         ids = set()
-        for attr in _IMAGE_TOKEN_ATTRS:
-            token = getattr(self.tokenizer, attr, None)
+        named = [getattr(self.tokenizer, attr, None) for attr in _IMAGE_TOKEN_ATTRS]
+        for token in [*named, *self.family.image_tokens]:
             if isinstance(token, str):
                 tid = self.tokenizer.convert_tokens_to_ids(token)
                 if tid is not None and tid != self.tokenizer.unk_token_id:
                     ids.add(int(tid))
+        # Processors that expand an image into several kinds of token list them (Pixtral: [IMG], [IMG_BREAK],
+        # [IMG_END]), also for families that do not declare them.
+        if self.multimodal:
+            ids.update(int(i) for i in getattr(self.inner, "image_token_ids", None) or () if i is not None)
         return ids
 
     @property
@@ -88,8 +92,14 @@ class ChatProcessor:
         """Tokenize rendered texts (the chat template already added BOS) with their images."""
         with self._padding(padding_side):
             if self.multimodal and images and any(images):
+                # padding_side also passed explicitly: some processors default it (Llama 4: left).
                 return self.inner(
-                    text=texts, images=images, padding=True, add_special_tokens=False, return_tensors="pt"
+                    text=texts,
+                    images=images,
+                    padding=True,
+                    padding_side=padding_side,
+                    add_special_tokens=False,
+                    return_tensors="pt",
                 )
             return self.tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
 

@@ -25,14 +25,14 @@ EMBED_STD = 0.25
 
 
 def text_config(config_cls: type, tokenizer: Any, **extra: Any) -> Any:
-    """A language-model config of toy size whose vocabulary and special ids come from ``tokenizer``."""
+    """A language-model config of toy size whose vocabulary and special ids come from ``tokenizer``;
+    ``extra`` adds settings or overrides a size."""
     return config_cls(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        **TEXT_SIZE,
-        **extra,
+        **{**TEXT_SIZE, **extra},
     )
 
 

@@ -33,9 +33,15 @@ class ModelFamily:
     quant_skip_modules: tuple[str, ...] = ("lm_head",)
     # A processor class to load by name where AutoProcessor cannot (it would fall back to the tokenizer).
     processor_class: type | None = None
+    # Placeholder tokens the processor puts around or in place of an image (never labels), where the
+    # tokenizer does not name them itself (``image_token``, ``boi_token``, ...).
+    image_tokens: tuple[str, ...] = ()
 
 
 _FAMILIES: dict[str, ModelFamily] = {}
+# Processor classes standing in for stock ones that transformers cannot import here (they need
+# torchvision), by the stock class name a checkpoint's processor_config.json records.
+_PROCESSOR_STANDINS: dict[str, type] = {}
 
 
 def register_family(family: ModelFamily) -> ModelFamily:
@@ -45,9 +51,25 @@ def register_family(family: ModelFamily) -> ModelFamily:
     return family
 
 
+def register_processor_standin(stock_name: str, processor_class: type) -> None:
+    _PROCESSOR_STANDINS[stock_name] = processor_class
+
+
+def processor_standin(stock_name: str | None) -> type | None:
+    """The class that loads checkpoints whose processor is ``stock_name``, where the stock one cannot."""
+    _ensure_builtin()
+    return _PROCESSOR_STANDINS.get(stock_name or "")
+
+
 def _ensure_builtin() -> None:
     # Imported lazily so that `tuneline config ...` never pays for transformers.
-    from tuneline.models.families import gemma3, llama, llava, qwen2_5_vl, qwen2_vl  # noqa: F401
+    from tuneline.models.families import (  # noqa: F401
+        gemma3,
+        llama,
+        llava,
+        qwen2_5_vl,
+        qwen2_vl,
+    )
 
 
 def family_names() -> list[str]:
