@@ -66,6 +66,7 @@ def _ensure_builtin() -> None:
     from tuneline.models.families import (  # noqa: F401
         gemma3,
         llama,
+        llama4,
         llava,
         qwen2_5_vl,
         qwen2_vl,
