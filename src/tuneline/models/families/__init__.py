@@ -68,6 +68,7 @@ def _ensure_builtin() -> None:
         llama,
         llama4,
         llava,
+        mistral3,
         qwen2_5_vl,
         qwen2_vl,
     )

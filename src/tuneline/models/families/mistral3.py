@@ -1,0 +1,210 @@
+"""Mistral 3 / Pixtral (image + text): ``Mistral3ForConditionalGeneration`` with a Pixtral processor.
+
+transformers 5.23 cannot import its ``PixtralProcessor`` without torchvision: ``processing_pixtral``
+imports a helper from the torchvision-backend ``image_processing_pixtral`` at module level (and the class
+is declared ``requires(backends=("torchvision", "torch"))``), although the PIL image processor
+(``PixtralImageProcessorPil``) works. :class:`PixtralProcessor` below is the same processor on
+``ProcessorMixin`` (same constructor, saved files and token expansion), named like the stock class so
+that a saved checkpoint stays a standard one. Pixtral checkpoints in the LLaVA layout (``model_type``
+``llava`` with a ``pixtral`` vision tower, e.g. Pixtral-12B) name ``PixtralProcessor`` too: the stand-in
+is registered for that name, so the llava family loads them as well.
+
+Each image becomes rows of ``[IMG]`` tokens, each row closed by ``[IMG_BREAK]`` and the last by
+``[IMG_END]``; one ``[IMG]`` per (patch x spatial merge) square. The tiny preset: 32 px longest edge,
+8 px patches merged 2x2, so a square image is 2 rows of 2 ``[IMG]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transformers import ProcessorMixin
+
+from tuneline.models.families import ModelFamily, register_family, register_processor_standin
+from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, text_config
+from tuneline.models.tokenizer import train_tiny_tokenizer
+
+# The shape of Mistral Small 3.1's template: [INST] user [/INST] answer</s>; images as [IMG].
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% set open = {'system': '[SYSTEM_PROMPT]', 'user': '[INST]', 'assistant': ''}[message['role']] %}"
+    "{% set close = {'system': '[/SYSTEM_PROMPT]', 'user': '[/INST]', 'assistant': eos_token}"
+    "[message['role']] %}"
+    "{{ open }}"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}[IMG]"
+    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ close }}"
+    "{% endfor %}"
+)
+
+IMAGE_TOKENS = ("[IMG]", "[IMG_BREAK]", "[IMG_END]")
+SPECIAL_TOKENS = [
+    "<unk>", "<s>", "</s>", "<pad>",
+    "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", *IMAGE_TOKENS,
+]  # fmt: skip
+
+IMAGE_SIZE = 32  # longest edge
+PATCH_SIZE = 8
+SPATIAL_MERGE = 2
+
+
+class PixtralProcessor(ProcessorMixin):
+    """transformers' ``PixtralProcessor`` (5.23) without its torchvision import."""
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        patch_size: int = 16,
+        spatial_merge_size: int = 1,
+        chat_template=None,
+        image_token="[IMG]",
+        image_break_token="[IMG_BREAK]",
+        image_end_token="[IMG_END]",
+        **kwargs,
+    ):
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        self.patch_size = patch_size
+        self.spatial_merge_size = spatial_merge_size
+        self.image_token = image_token
+        self.image_break_token = image_break_token
+        self.image_end_token = image_end_token
+        self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+        self.image_break_token_id = tokenizer.convert_tokens_to_ids(image_break_token)
+        self.image_end_token_id = tokenizer.convert_tokens_to_ids(image_end_token)
+
+    @property
+    def image_token_ids(self) -> list[int]:
+        return [self.image_token_id, self.image_break_token_id, self.image_end_token_id]
+
+    def _process_images(self, images, **images_kwargs):
+        images_kwargs["patch_size"] = self.patch_size * self.spatial_merge_size
+        return super()._process_images(images, **images_kwargs)
+
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        step = self.patch_size * self.spatial_merge_size
+        height, width = image_inputs["image_sizes"][image_idx]
+        row = self.image_token * (int(width) // step)
+        return self.image_break_token.join([row] * (int(height) // step)) + self.image_end_token
+
+    @property
+    def model_input_names(self):
+        return self.tokenizer.model_input_names + self.image_processor.model_input_names + ["image_sizes"]
+
+
+register_processor_standin("PixtralProcessor", PixtralProcessor)
+
+
+def _tokenizer():
+    return train_tiny_tokenizer(
+        SPECIAL_TOKENS,
+        named_tokens={"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"},
+        extra_special_tokens={"image_token": "[IMG]"},
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def _processor(tokenizer: Any, spatial_merge_size: int) -> PixtralProcessor:
+    from transformers.models.pixtral.image_processing_pil_pixtral import PixtralImageProcessorPil
+
+    return PixtralProcessor(
+        image_processor=PixtralImageProcessorPil(
+            size={"longest_edge": IMAGE_SIZE}, patch_size={"height": PATCH_SIZE, "width": PATCH_SIZE}
+        ),
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        spatial_merge_size=spatial_merge_size,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def _vision_config():
+    from transformers import PixtralVisionConfig
+
+    heads = VISION_SIZE["num_attention_heads"]
+    return PixtralVisionConfig(
+        **VISION_SIZE,
+        head_dim=VISION_SIZE["hidden_size"] // heads,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+
+
+def build_tiny(folder: Path, seed: int) -> None:
+    import torch
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, MistralConfig
+
+    tokenizer = _tokenizer()
+    text = text_config(
+        MistralConfig,
+        tokenizer,
+        head_dim=TEXT_SIZE["hidden_size"] // TEXT_SIZE["num_attention_heads"],
+        sliding_window=None,
+        tie_word_embeddings=True,
+    )
+    config = Mistral3Config(
+        vision_config=_vision_config(),
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
+        spatial_merge_size=SPATIAL_MERGE,
+        vision_feature_layer=-1,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Mistral3ForConditionalGeneration(config)
+    finish(model, tokenizer, ["</s>"])
+    model.save_pretrained(folder)
+    _processor(tokenizer, SPATIAL_MERGE).save_pretrained(folder)
+
+
+def build_tiny_llava_pixtral(folder: Path, seed: int) -> None:
+    """Pixtral in the LLaVA layout (``model_type`` llava, pixtral vision tower, no spatial merge), as
+    Pixtral-12B is published for transformers; loaded by the llava family."""
+    import torch
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, MistralConfig
+
+    tokenizer = _tokenizer()
+    text = text_config(
+        MistralConfig,
+        tokenizer,
+        head_dim=TEXT_SIZE["hidden_size"] // TEXT_SIZE["num_attention_heads"],
+        sliding_window=None,
+        tie_word_embeddings=True,
+    )
+    config = LlavaConfig(
+        vision_config=_vision_config(),
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    finish(model, tokenizer, ["</s>"])
+    model.save_pretrained(folder)
+    _processor(tokenizer, 1).save_pretrained(folder)
+
+
+FAMILY = register_family(
+    ModelFamily(
+        name="mistral3",
+        model_types=("mistral3",),
+        multimodal=True,
+        auto_class="AutoModelForImageTextToText",
+        build_tiny=build_tiny,
+        exclude_from_lora=r".*(vision_tower|multi_modal_projector).*",
+        projector_modules=("model.multi_modal_projector",),
+        vision_modules=("model.vision_tower",),
+        turn_end_tokens=("</s>",),
+        quant_skip_modules=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
+        processor_class=PixtralProcessor,
+        image_tokens=IMAGE_TOKENS,
+    )
+)
