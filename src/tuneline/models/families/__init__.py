@@ -4,6 +4,15 @@ A family knows how to recognise its checkpoints (``model_type``), which transfor
 class loads them, where its language model, vision tower and projector live (for LoRA
 targeting and freezing), which tokens end an assistant turn, and how to build its ``tiny:``
 preset. Adding a family is adding a module that calls :func:`register_family`.
+
+Built-in: llama (text), gemma3, llava (also Pixtral checkpoints in the LLaVA layout), qwen2_vl, qwen2_5_vl,
+llama4, mistral3 (Mistral Small 3.x / Pixtral vision) and mllama (Llama 3.2 Vision, images through
+cross-attention). Every one builds its ``tiny:`` preset from a transformers 5.23 config on CPU and loads
+through ``from_pretrained``. Where a stock processor needs torchvision (which does not import on the CPU
+machines here) a family carries a stand-in: Llama 4's image processor exists only for torchvision (ported
+to PIL in llama4.py), and ``PixtralProcessor`` imports a torchvision module although its PIL image processor
+works (re-declared in mistral3.py). Stand-ins are registered under the stock class name, so a checkpoint
+whose processor_config.json names that class loads through them whatever its family.
 """
 
 from __future__ import annotations
@@ -69,6 +78,7 @@ def _ensure_builtin() -> None:
         llama4,
         llava,
         mistral3,
+        mllama,
         qwen2_5_vl,
         qwen2_vl,
     )
