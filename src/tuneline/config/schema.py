@@ -255,6 +255,21 @@ class CostConfig(Section):
     price_per_hour: float = Field(0.0, ge=0, description="Price of one accelerator-hour, in your currency.")
 
 
+class DistributedConfig(Section):
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp",
+        description="ddp: every process holds the whole model; fsdp: parameters, gradients and optimizer "
+        "state sharded across processes (PyTorch FSDP through accelerate); deepspeed: ZeRO through "
+        "accelerate (needs the deepspeed package).",
+    )
+    fsdp_sharding: Literal["full_shard", "shard_grad_op", "hybrid_shard", "no_shard"] = Field(
+        "full_shard", description="FSDP sharding strategy."
+    )
+    fsdp_cpu_offload: bool = Field(False, description="FSDP: keep sharded parameters on the CPU.")
+    deepspeed_stage: Literal[1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
+    deepspeed_offload: bool = Field(False, description="DeepSpeed: offload optimizer state to the CPU.")
+
+
 class TrainConfig(Section):
     method: Literal["lora", "qlora", "dora", "full"] = Field(
         "lora",
@@ -312,6 +327,33 @@ class TrainConfig(Section):
     )
     bf16: bool = Field(False, description="Mixed precision bf16 (GPU). Off by default: slow on CPU.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory. Off by default.")
+    group_by_length: bool = Field(
+        True,
+        description="Batch samples of similar token length together (less padding); the order stays a "
+        "function of (seed, epoch), so a resumed run sees the same batches.",
+    )
+    packing: bool = Field(
+        False,
+        description="Text-only data: the samples of a micro-batch become one row without padding, "
+        "position ids restarting per sample; no token attends across samples.",
+    )
+    class_balance: Literal["none", "sampler", "loss"] = Field(
+        "none",
+        description="For rare labels: 'sampler' draws samples with probability 1/class frequency; 'loss' "
+        "weights each sample's loss by 1/class frequency (normalised to mean 1).",
+    )
+    cache_image_features: bool = Field(
+        True,
+        description="When the vision tower and projector are frozen, compute each image's features once "
+        "and reuse them in later epochs (the tower does not run again).",
+    )
+    image_cache_gb: float = Field(
+        4.0, ge=0, description="Host memory the image feature cache may use; beyond it images are recomputed."
+    )
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig,
+        description="How processes share the work (under torchrun / tuneline train --nproc-per-node).",
+    )
 
     @model_validator(mode="after")
     def _evaluation_schedule(self) -> TrainConfig:
@@ -346,6 +388,11 @@ class RegistryConfig(Section):
     )
     experiment: str | None = Field(None, description="MLflow experiment name (default: run.name).")
     model_name: str | None = Field(None, description="Registered model name (default: run.name).")
+    live_metrics: bool = Field(
+        True,
+        description="Log training metrics to the MLflow run while training (every logging step), not "
+        "only when registering.",
+    )
 
 
 class Config(Section):

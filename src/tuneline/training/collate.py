@@ -38,9 +38,18 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class ChatCollator:
-    def __init__(self, processor: ChatProcessor, max_seq_length: int) -> None:
+    def __init__(
+        self,
+        processor: ChatProcessor,
+        max_seq_length: int,
+        *,
+        loss_weights: dict[str, float] | None = None,
+        image_keys: bool = False,
+    ) -> None:
         self.processor = processor
         self.max_seq_length = max_seq_length
+        self.loss_weights = loss_weights  # record id -> weight of its loss (class-weighted loss)
+        self.image_keys = image_keys  # emit "<record id>#<n>" per image, for the image feature cache
         self.image_ids = torch.tensor(sorted(processor.image_token_ids), dtype=torch.long)
 
     def _ids(
@@ -90,4 +99,10 @@ class ChatCollator:
         labels[torch.isin(labels, self.image_ids)] = IGNORE
         out = dict(batch)
         out["labels"] = labels
+        if self.loss_weights is not None:
+            out["loss_weight"] = torch.tensor([self.loss_weights.get(r.id, 1.0) for r in records])
+        if self.image_keys and any(images):
+            out["image_keys"] = [
+                f"{r.id}#{j}" for r, ims in zip(records, images, strict=True) for j in range(len(ims))
+            ]
         return out
