@@ -56,15 +56,15 @@ def run(cfg: Config, run: RunDir) -> Registration:
             return _finish(run, Registration(name, str(mv.version), mv.run_id, shown_uri))
 
     # 2. An MLflow run with params, the training curve, eval metrics and the artifacts.
-    exp_id = store.experiment_id(client, cfg.experiment_name, cfg.registry.tracking_uri)
+    rid = store.open_run(client, cfg.experiment_name, run, cfg.registry.tracking_uri)
     summary = run.summary()
-    mlrun = client.create_run(exp_id, run_name=run.run_id, tags=tags)
-    rid = mlrun.info.run_id
     try:
+        client.log_batch(rid, tags=[RunTag(k, v) for k, v in tags.items()])
         params = [Param(k, v[:6000]) for k, v in _flatten(to_dict(cfg)).items()]
+        already_live = (summary.get("mlflow") or {}).get("live_metrics_complete", False)
         metrics = [
             Metric(f"train_{k}", float(v), 0, int(m["step"]))
-            for m in run.metrics()
+            for m in ([] if already_live else run.metrics())
             if "step" in m
             for k, v in m.items()
             if k not in ("step", "epoch") and isinstance(v, int | float)

@@ -37,7 +37,7 @@ class TrainResult:
 
 def run(cfg: Config, run: RunDir) -> TrainResult:
     import torch
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+    from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
 
     from tuneline.models.load import load_model, load_processor, resolve_base
@@ -45,7 +45,9 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     from tuneline.training.callbacks import MetricsCallback, ProgressCallback, peak_memory_gb
     from tuneline.training.checkpoints import ManifestCallback, newest_valid
     from tuneline.training.collate import ChatCollator
-    from tuneline.training.loss import AnswerOnlyTrainer
+    from tuneline.training.distributed import strategy_arguments
+    from tuneline.training.loss import TunelineTrainer
+    from tuneline.training.packing import PackingCollator
     from tuneline.training.signals import StopOnSignal
 
     run.require("prepare")
@@ -57,6 +59,12 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         )
     if not train_records:
         raise DataError(f"{run.split_file('train')} is empty", hint="re-run prepare with more data")
+    if cfg.train.packing and (with_image := next((r for r in train_records if r.images), None)):
+        raise DataError(
+            f"train.packing is for text-only data, but record {with_image.id} ({with_image.source}) "
+            "has an image",
+            hint="set train.packing: false (length grouping already keeps padding low)",
+        )
 
     # 1. Base model and processor, the same from_pretrained path for tiny, local and hub models.
     base = resolve_base(cfg.model)
@@ -112,29 +120,41 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         metric_for_best_model="eval_loss" if cfg.train.eval_steps else None,
         greater_is_better=False if cfg.train.eval_steps else None,
         use_cpu=not torch.cuda.is_available(),
+        **strategy_arguments(cfg.train.distributed, cuda=torch.cuda.is_available()),
     )
-    collator = ChatCollator(processor, cfg.data.max_seq_length)
+    # 4. Batching: the sample order (length-grouped, class-balanced), packing, the image feature cache.
+    batching = plan_batches(cfg, processor, train_records)
+    image_cache = image_feature_cache(cfg, model, base.family)
+    collator = ChatCollator(
+        processor,
+        cfg.data.max_seq_length,
+        loss_weights=batching.loss_weights,
+        image_keys=image_cache is not None,
+    )
     callbacks = [
         *([ProgressCallback()] if is_main_process() else []),
         MetricsCallback(run),
+        *live_mlflow(cfg, run),
         ManifestCallback(),
         stopper := StopOnSignal(),
     ]
     if cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
-    trainer_class = AnswerOnlyTrainer if cfg.train.answer_only_logits else Trainer
-    trainer = trainer_class(
+    trainer = TunelineTrainer(
         model=model,
         args=args,
         train_dataset=train_records,
         eval_dataset=val_records or None,
-        data_collator=collator,
+        data_collator=PackingCollator(collator) if cfg.train.packing else collator,
         processing_class=processor.inner,
         callbacks=callbacks,
+        answer_only=cfg.train.answer_only_logits,
+        sampler=batching.sampler,
+        image_cache=image_cache,
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar shows the loss
 
-    # 4. Train, resuming from the newest checkpoint that verifies (broken newer ones are skipped).
+    # 5. Train, resuming from the newest checkpoint that verifies (broken newer ones are skipped).
     resume = newest_valid(run.checkpoints_dir)
     if resume is not None:
         log.info("resuming from %s", resume.name)
@@ -151,7 +171,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     losses = [m["loss"] for m in run.metrics() if "loss" in m]
     final_loss = losses[-1] if losses else float(output.training_loss)
 
-    # 5. Save adapter + processor atomically (rank 0: every rank holds the same weights).
+    # 6. Save adapter + processor atomically (rank 0: every rank holds the same weights).
     if is_main_process():
         with atomic_dir(run.adapter_dir) as tmp:
             trainer.accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
@@ -194,7 +214,94 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
                 2,
             ),
             "trainable_parameters": trainable,
+            "batching": {
+                "group_by_length": cfg.train.group_by_length,
+                "packing": cfg.train.packing,
+                "class_balance": cfg.train.class_balance,
+                "padding_fraction_first_epoch": batching.padding_fraction,
+            },
+            "image_cache": None
+            if image_cache is None
+            else {
+                "images": len(image_cache.features),
+                "hits": image_cache.hits,
+                "misses": image_cache.misses,
+            },
         }
     )
     log.info("trained %d steps in %.1f s, final loss %.4f", result.steps, seconds, final_loss)
     return result
+
+
+@dataclass(frozen=True)
+class Batching:
+    sampler: object
+    loss_weights: dict[str, float] | None
+    padding_fraction: float | None  # of the first epoch's micro-batches, when lengths were counted
+
+
+def plan_batches(cfg: Config, processor, records: list) -> Batching:
+    """The training sampler and per-record loss weights for train.group_by_length / class_balance."""
+    from tuneline.training.sampling import EpochSampler, class_weights, padding_fraction
+
+    lengths = None
+    if cfg.train.group_by_length:
+        count = processor.token_counter()
+        lengths = [count(r) for r in records]
+    weights = None
+    if cfg.train.class_balance != "none":
+        labels = [r.label if r.label is not None else r.answer for r in records]
+        if len(set(labels)) < 2:
+            raise DataError(
+                f"train.class_balance is {cfg.train.class_balance!r} but the training split has one class",
+                hint="set train.class_balance: none, or give the records labels (data source label field)",
+            )
+        weights = class_weights(labels)
+    sampler = EpochSampler(
+        len(records),
+        seed=cfg.run.seed,
+        batch_size=cfg.train.batch_size,
+        lengths=lengths,
+        weights=weights if cfg.train.class_balance == "sampler" else None,
+    )
+    loss_weights = (
+        {r.id: w for r, w in zip(records, weights, strict=True)}
+        if cfg.train.class_balance == "loss"
+        else None
+    )
+    fraction = None
+    if lengths is not None:
+        fraction = round(padding_fraction(lengths, sampler.indices(0), cfg.train.batch_size), 4)
+        log.info("length-grouped batches: %.1f%% padding in the first epoch", 100 * fraction)
+    return Batching(sampler, loss_weights, fraction)
+
+
+def image_feature_cache(cfg: Config, model, family):
+    """An ImageFeatureCache when it cannot change training (frozen vision side, no dropout), else None."""
+    from tuneline.training.image_cache import ImageFeatureCache, cache_is_exact
+
+    if not (cfg.train.cache_image_features and family.multimodal and cfg.train.image_cache_gb > 0):
+        return None
+    vision_config = getattr(model.config, "vision_config", None)
+    exact, why = cache_is_exact(model, vision_config)
+    if not exact:
+        log.info("image feature cache off: %s", why)
+        return None
+    return ImageFeatureCache(int(cfg.train.image_cache_gb * 1e9))
+
+
+def live_mlflow(cfg: Config, run: RunDir) -> list:
+    """[MlflowMetricsCallback] logging the training curve to this run's MLflow run, or [] when off."""
+    if not (cfg.registry.enabled and cfg.registry.live_metrics and is_main_process()):
+        return []
+    from tuneline.errors import RegistryError
+    from tuneline.registry import store
+    from tuneline.training.callbacks import MlflowMetricsCallback
+
+    try:
+        client = store.client(cfg.registry.tracking_uri)
+        run_id = store.open_run(client, cfg.experiment_name, run, cfg.registry.tracking_uri)
+    except RegistryError as exc:
+        log.warning("%s; training goes on, metrics are sent at register", exc)
+        return []
+    return [MlflowMetricsCallback(client, run_id, run)]

@@ -76,3 +76,53 @@ def launch(cmd: list[str]) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 75 if received else code
+
+
+def strategy_arguments(dist_cfg, *, cuda: bool) -> dict:
+    """TrainingArguments for train.distributed.strategy: the Trainer hands them to accelerate.
+
+    ddp needs nothing (accelerate wraps the model in DistributedDataParallel under torchrun). fsdp is
+    PyTorch FSDP2 with transformer-layer auto-wrapping (the wrap policy falls back to the model's
+    ``_no_split_modules``) and a full, HF-loadable state dict in checkpoints. deepspeed is ZeRO with
+    the Trainer's "auto" values so batch size, clipping and precision come from train.*.
+    """
+    from tuneline.errors import ConfigError
+
+    if dist_cfg.strategy != "ddp" and not cuda:
+        # accelerate only builds FSDP / DeepSpeed engines on accelerators; on CPU it would silently run DDP.
+        raise ConfigError(
+            [
+                f"train.distributed.strategy: {dist_cfg.strategy!r} needs GPUs (accelerate runs FSDP and "
+                "DeepSpeed on accelerators only) and none is visible; use strategy: ddp on CPU"
+            ]
+        )
+    if dist_cfg.strategy == "fsdp":
+        options = [dist_cfg.fsdp_sharding, "auto_wrap"] + (["offload"] if dist_cfg.fsdp_cpu_offload else [])
+        return {
+            "fsdp": " ".join(options),
+            "fsdp_config": {"version": 2, "state_dict_type": "FULL_STATE_DICT"},
+        }
+    if dist_cfg.strategy == "deepspeed":
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError(
+                [
+                    "train.distributed.strategy: 'deepspeed' but the deepspeed package is not installed; "
+                    "pip install deepspeed (GPU machines), or use strategy: fsdp or ddp"
+                ]
+            )
+        zero: dict = {"stage": dist_cfg.deepspeed_stage}
+        if dist_cfg.deepspeed_offload:
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        return {
+            "deepspeed": {
+                "zero_optimization": zero,
+                "train_micro_batch_size_per_gpu": "auto",
+                "train_batch_size": "auto",
+                "gradient_accumulation_steps": "auto",
+                "gradient_clipping": "auto",
+                "bf16": {"enabled": "auto"},
+            }
+        }
+    return {}
