@@ -36,15 +36,7 @@ MULTIMODAL = [n for n in family_names() if get_family(n).multimodal]
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["lora", "qlora", "full"])
 @pytest.mark.parametrize("family", MULTIMODAL)
-def test_family_trains_and_evaluates(family, method, tmp_path, shapes_dir, monkeypatch, request):
-    if family == "llama4" and method != "lora":  # frozen projector: the image feature cache turns on
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="the image feature cache reads get_image_features().pooler_output; Llama 4 returns "
-                "the tower's last_hidden_state and projects it in forward (pooler_output is None)",
-                strict=False,
-            )
-        )
+def test_family_trains_and_evaluates(family, method, tmp_path, shapes_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
     text = CONFIG.format(
         family=family,

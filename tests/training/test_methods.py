@@ -10,6 +10,7 @@ from peft import PeftModel
 
 from tests.conftest import write_config
 from tuneline.config import load_config
+from tuneline.config.schema import TrainConfig
 from tuneline.models.load import load_model, resolve_base
 from tuneline.runs import RunDir
 from tuneline.stages.pipeline import run_stage
@@ -94,3 +95,18 @@ def test_method_trains_and_evaluates(method, family, tmp_path, shapes_dir, text_
         unmerged = tuned(input_ids=ids).logits
         merged = tuned.merge_and_unload()(input_ids=ids).logits
     assert torch.allclose(unmerged, merged, atol=1e-5), float((unmerged - merged).abs().max())
+
+
+def test_training_the_vision_tower_never_adapts_a_family_s_protected_modules():
+    import re
+
+    from tuneline.models.families import get_family
+    from tuneline.training.adapters import lora_config
+
+    llama4 = get_family("llama4")
+    for train in (TrainConfig(), TrainConfig(train_vision_tower=True)):
+        exclude = re.compile(lora_config(train, llama4).exclude_modules)
+        assert exclude.fullmatch("language_model.model.layers.0.feed_forward.router")  # MoE router: never
+    assert not re.compile(
+        lora_config(TrainConfig(train_vision_tower=True), llama4).exclude_modules
+    ).fullmatch("vision_model.model.layers.0.self_attn.q_proj")

@@ -26,8 +26,9 @@ def lora_config(train: TrainConfig, family: ModelFamily) -> LoraConfig:
     if auto:
         # "all-linear" adapts every linear layer but the LM head; keep the vision side out unless asked.
         exclude = family.exclude_from_lora
-        if train.train_vision_tower and family.projector_modules:
-            exclude = rf".*({'|'.join(m.rsplit('.', 1)[-1] for m in family.projector_modules)}).*"
+        if train.train_vision_tower:
+            names = [m.rsplit(".", 1)[-1] for m in family.projector_modules] + list(family.lora_never)
+            exclude = rf".*({'|'.join(map(re.escape, names))}).*" if names else None
     return LoraConfig(
         r=train.lora.r,
         lora_alpha=train.lora.alpha,

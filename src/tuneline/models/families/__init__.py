@@ -34,6 +34,8 @@ class ModelFamily:
     build_tiny: Callable[[Path, int], None]  # (folder, seed) -> writes a checkpoint there
     # Modules never adapted by LoRA "auto" targeting (vision side); regex over full names.
     exclude_from_lora: str | None = None
+    # Module names LoRA must never adapt, even when the vision tower trains (e.g. Llama 4's MoE router).
+    lora_never: tuple[str, ...] = ()
     projector_modules: tuple[str, ...] = ()  # attribute paths of the vision->text projector
     vision_modules: tuple[str, ...] = ()  # attribute paths of the vision tower
     turn_end_tokens: tuple[str, ...] = field(default_factory=tuple)  # stop generation on these

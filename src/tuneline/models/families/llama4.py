@@ -273,6 +273,7 @@ FAMILY = register_family(
         auto_class="AutoModelForImageTextToText",
         build_tiny=build_tiny,
         exclude_from_lora=r".*(vision_model|multi_modal_projector|router).*",
+        lora_never=("router",),
         projector_modules=("multi_modal_projector",),
         vision_modules=("vision_model",),
         turn_end_tokens=("<|eot|>",),
