@@ -240,3 +240,32 @@ def test_image_feature_cache_gives_the_same_loss_without_running_the_tower(name,
     trained = prepare_for_training(load_model(resolved), TrainConfig(train_projector=True), resolved.family)
     exact, why = cache_is_exact(trained, trained.config.vision_config)
     assert not exact and "trains" in why
+
+
+@pytest.mark.parametrize("name", ["gemma3", "qwen2_vl", "llama4"])
+def test_token_counter_matches_the_collator_for_every_image_size(name, tmp_path):
+    """Length grouping and the token budget count what the collator builds, also where the number of
+    image tokens depends on the image size (Qwen-VL)."""
+    resolved = resolve_base(ModelConfig(base=f"tiny:{name}"))
+    processor = load_processor(resolved)
+    count, collator = processor.token_counter(), ChatCollator(processor, 100_000)
+    seen = set()
+    for size in [(40, 40), (300, 200), (90, 640)]:
+        path = tmp_path / f"{size[0]}x{size[1]}.png"
+        Image.new("RGB", size, (100, 50, 20)).save(path)
+        record = Record(
+            id="x",
+            source="t",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "path": str(path)}, {"type": "text", "text": "?"}],
+                },
+                {"role": "assistant", "content": [{"type": "text", "text": "red"}]},
+            ],
+        )
+        n = collator([record])["input_ids"].shape[1]
+        assert count(record) == n, size
+        seen.add(n)
+    if name == "qwen2_vl":
+        assert len(seen) > 1  # the sizes really gave different counts

@@ -106,9 +106,10 @@ class ChatProcessor:
     def token_counter(self):
         """A function record -> token count (text plus image tokens), as the collator would build it.
 
-        Images are stood in for by small blank images: the tiny and Gemma-style processors give a
-        fixed number of tokens per image. (Families whose count depends on the image size need the
-        real size here.) Memoised on the rendered text, since prompts repeat.
+        The text is counted with small blank stand-in images (memoised on the rendered text, since
+        prompts repeat). Families whose image token count grows with the image (Qwen-VL, Llama 4,
+        Pixtral) then get, per image, the difference its real size makes (read from the file header,
+        memoised per size); a probe at two very different sizes tells whether the count varies at all.
         """
         from functools import lru_cache
 
@@ -119,8 +120,24 @@ class ChatProcessor:
             images = [[Image.new("RGB", (32, 32))] * n_images] if n_images and self.multimodal else None
             return int(self.encode([text], images)["input_ids"].shape[1])
 
+        one_image = self.render(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}]
+        )
+
+        @lru_cache(maxsize=65536)
+        def extra(size: tuple[int, int]) -> int:
+            enc = self.encode([one_image], [[Image.new("RGB", size)]])
+            return int(enc["input_ids"].shape[1]) - count(one_image, 1)
+
+        varies = self.multimodal and (extra((32, 32)) != extra((1000, 700)) or extra((700, 1000)) != 0)
+
         def counter(record) -> int:
-            return count(self.render(record.messages), len(record.images))
+            n = count(self.render(record.messages), len(record.images))
+            if varies:
+                for path in record.images:
+                    with Image.open(path) as im:
+                        n += extra(im.size)
+            return n
 
         return counter
 
