@@ -209,6 +209,45 @@ def register(config: ConfigArg, set_: SetOpt = None, run_dir: RunDirOpt = None) 
         raise _fail(exc) from exc
 
 
+@app.command()
+def plan(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    accelerator: Annotated[
+        str | None,
+        typer.Option(
+            "--accelerator",
+            help="H100-80GB, H200-141GB, A100-40GB, A100-80GB, L4-24GB, A10G-24GB, T4-16GB, V100-16GB, "
+            "V100-32GB or cpu (this machine's RAM). Default: train.cost.accelerator.",
+        ),
+    ] = None,
+    answer_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--answer-tokens", help="Label tokens per sample (default: a quarter of data.max_seq_length)."
+        ),
+    ] = None,
+    images_per_sample: Annotated[
+        int | None, typer.Option("--images-per-sample", help="Images per sample (default: 1 for VLMs).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (bytes).")] = False,
+) -> None:
+    """Estimate peak training memory by component and the largest micro-batch that fits an accelerator."""
+    try:
+        from tuneline.training.plan import make_plan, plan_json, render
+
+        cfg = _load(config, set_)
+        result = make_plan(
+            cfg, accelerator=accelerator, answer_tokens=answer_tokens, images_per_sample=images_per_sample
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(exc) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(plan_json(result), indent=2) + "\n")
+    else:
+        out.print(render(result))
+
+
 # ------------------------------------------------------------------------- config
 @config_app.command("validate")
 def config_validate(config: ConfigArg, set_: SetOpt = None) -> None:
