@@ -142,17 +142,17 @@ def test_paired_bootstrap_clearly_better_model():
     y = (rng.random(400) < 0.4).astype(int)
     weak = np.clip(0.1 * y + rng.random(400) * 0.9, 0, 1)
     strong = np.clip(0.6 * y + rng.random(400) * 0.4, 0, 1)
-    res = paired_bootstrap(roc_auc_score, y, weak, strong, n_resamples=500, seed=0)
+    res = paired_bootstrap(roc_auc_score, y, weak, strong, n_resamples=300, seed=0)
     assert res.delta == pytest.approx(roc_auc_score(y, strong) - roc_auc_score(y, weak))
-    assert res.delta > 0 and res.low > 0 and res.p_value == pytest.approx(2 / 501)
-    reverse = paired_bootstrap(roc_auc_score, y, strong, weak, n_resamples=500, seed=0)
+    assert res.delta > 0 and res.low > 0 and res.p_value == pytest.approx(2 / 301)
+    reverse = paired_bootstrap(roc_auc_score, y, strong, weak, n_resamples=300, seed=0)
     assert reverse.high < 0 and reverse.delta == pytest.approx(-res.delta)
     cmp = paired_bootstrap_metrics(
         y,
         np.column_stack([1 - weak, weak]),
         np.column_stack([1 - strong, strong]),
         [0, 1],
-        n_resamples=500,
+        n_resamples=300,
         seed=0,
     )
     assert cmp["roc_auc"].low == pytest.approx(res.low, abs=1e-12)

@@ -178,7 +178,12 @@ def bootstrap_ci(
     seed: int = 0,
     alpha: float = 0.05,
 ) -> BootstrapCI:
-    """Percentile CI of ``metric_fn(*arrays)`` by resampling rows (or ``groups``) of all arrays together."""
+    """Percentile CI of ``metric_fn(*arrays)`` by resampling rows (or ``groups``) of all arrays together.
+
+    A resample where ``metric_fn`` returns NaN or raises ``ValueError`` is skipped and counted; on all
+    rows its errors propagate. About 5 s for 1,000 resamples of ``roc_auc_score`` on 5,000 rows; use
+    :func:`bootstrap_metrics` for the headline classification metrics (vectorised, ~1 s for all).
+    """
     arrays = _same_length(arrays)
     estimate = float(metric_fn(*arrays))
     resampler = Resampler.create(len(arrays[0]), groups, n_resamples, seed)
