@@ -91,6 +91,15 @@ def print_summary(summary: dict) -> None:
     table.add_row("train final loss", "", _fmt(train.get("final_loss")))
     table.add_row(f"eval loss ({ev.get('split', '-')})", _fmt(base.get("loss")), _fmt(tuned.get("loss")))
     table.add_row("eval accuracy", _fmt(base.get("accuracy"), ".3f"), _fmt(tuned.get("accuracy"), ".3f"))
+    primary = ev.get("primary")
+    if primary and primary not in ("accuracy", "loss"):
+        table.add_row(f"eval {primary}", _fmt(base.get(primary), ".3f"), _fmt(tuned.get(primary), ".3f"))
+    for name in ("few_shot", "embedding_logreg"):
+        if ev.get(name) and primary:
+            table.add_row(f"{name} {primary}", _fmt(ev[name].get(primary), ".3f"), "")
+    gate = ev.get("gate")
+    if gate is not None:
+        table.add_row("gate", "", "[green]passed[/]" if gate["passed"] else "[red]FAILED[/]")
     table.add_row(
         "registered model", "", f"{reg.get('model_name', '-')} v{reg.get('version', '-')}" if reg else "-"
     )
@@ -114,6 +123,7 @@ def run(
         cfg = _load(config, set_)
         rd = run_all(cfg, config, report=_report, new=new)
         print_summary(rd.summary())
+        _check_gate(rd.summary())
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from exc
 
@@ -135,6 +145,21 @@ def _stage_command(stage: str, config: Path, set_: list[str] | None, run_dir: Pa
     err.print(f"run directory: {rd.path}")
     if stage == "register" or stage == "evaluate":
         print_summary(rd.summary())
+    if stage == "evaluate":
+        _check_gate(rd.summary())
+
+
+def _check_gate(summary: dict) -> None:
+    """Exit 7 (GateFailed) when the evaluation's gate failed: the evaluation itself is complete."""
+    from tuneline.errors import GateFailed
+
+    gate = (summary.get("eval") or {}).get("gate")
+    if gate is not None and not gate["passed"]:
+        failed = "; ".join(f"{r['rule']}: {r['detail']}" for r in gate["rules"] if not r["passed"])
+        raise GateFailed(
+            f"the tuned model did not pass the gate ({failed})",
+            hint="see eval/report.html in the run directory; the registry will refuse to promote this model",
+        )
 
 
 @app.command()

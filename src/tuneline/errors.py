@@ -63,3 +63,9 @@ class TrainingInterrupted(TunelineError):
     """Training stopped on a signal after saving a checkpoint: run the same command to resume."""
 
     exit_code = 75  # EX_TEMPFAIL: launch targets retry on it
+
+
+class GateFailed(TunelineError):
+    """The tuned model did not show what eval.gate demands; the evaluation itself is complete."""
+
+    exit_code = 7

@@ -168,6 +168,7 @@ class RunDir:
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     adapter_dir = property(lambda self: self.path / "adapter")
     eval_file = property(lambda self: self.path / "eval.json")
+    eval_dir = property(lambda self: self.path / "eval")  # report.json, predictions.parquet, report.html
     predictions_file = property(lambda self: self.path / "eval_predictions.jsonl")
 
     def split_file(self, split: str) -> Path:

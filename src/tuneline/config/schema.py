@@ -367,8 +367,111 @@ class TrainConfig(Section):
         return self
 
 
+METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "sensitivity",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "brier",
+    "ece",
+    "exact_match",
+    "token_f1",
+    "rouge_l",
+    "perplexity",
+    "loss",
+)
+LOWER_IS_BETTER = ("log_loss", "brier", "ece", "perplexity", "loss")
+
+
+class ThresholdConfig(Section):
+    method: Literal["youden", "sensitivity", "fixed"] = Field(
+        "youden",
+        description="How the binary decision threshold is chosen on the val split (then applied unchanged "
+        "to the evaluated split): youden (max sensitivity + specificity - 1), sensitivity (the highest "
+        "threshold reaching target_sensitivity), fixed (value).",
+    )
+    target_sensitivity: float = Field(0.9, gt=0, le=1, description="For method: sensitivity.")
+    value: float = Field(0.5, gt=0, lt=1, description="For method: fixed.")
+
+
+class GuardRule(Section):
+    metric: Literal[METRICS] = Field(..., description="Metric of the tuned model to bound.")
+    min: float | None = Field(None, description="Fail when the metric is below this.")
+    max: float | None = Field(None, description="Fail when the metric is above this.")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> GuardRule:
+        if self.min is None and self.max is None:
+            raise ValueError(f"guard on {self.metric} needs min or max")
+        return self
+
+
+class GateConfig(Section):
+    enabled: bool = Field(
+        True, description="Check the gate; `tuneline evaluate` and `tuneline run` exit 7 when it fails."
+    )
+    primary: Literal[METRICS] | None = Field(
+        None,
+        description="Metric the tuned model must improve (default: roc_auc, or exact_match for generation).",
+    )
+    against: str = Field(
+        "base", description="Model to beat: base, or a baseline's name (few_shot, embedding_logreg)."
+    )
+    min_improvement: float = Field(
+        0.0, description="Required improvement of primary over `against` (in the metric's units)."
+    )
+    ci_excludes_zero: bool = Field(
+        True, description="The paired 95% CI of the improvement must exclude zero."
+    )
+    guards: list[GuardRule] = Field(
+        default_factory=list, description="Floors and ceilings, e.g. {metric: specificity, min: 0.5}."
+    )
+
+
+class BaselinesConfig(Section):
+    few_shot: int = Field(
+        0, ge=0, description="The base model with this many solved training examples in the prompt (0: off)."
+    )
+    embedding_logreg: bool = Field(
+        True,
+        description="Logistic regression on the base model's frozen prompt embeddings (classification).",
+    )
+
+
 class EvalConfig(Section):
     split: Literal["test", "val"] = Field("test", description="Split to evaluate on.")
+    task: Literal["auto", "classification", "generation"] = Field(
+        "auto",
+        description="classification: a probability per label from the model's log-probabilities; "
+        "generation: exact match, token F1, ROUGE-L, perplexity. auto: classification when the records "
+        "carry labels (or eval.labels is set), else generation.",
+    )
+    labels: list[str] | None = Field(
+        None, description="The classes (answer texts). Default: the labels of the training split."
+    )
+    positive_label: str | None = Field(
+        None, description="Binary tasks: the positive class (default: the rarer class in training)."
+    )
+    threshold: ThresholdConfig = Field(
+        default_factory=ThresholdConfig, description="Binary decision threshold, chosen on val."
+    )
+    bootstrap_resamples: int = Field(
+        1000, ge=100, description="Bootstrap resamples for 95% CIs (groups resampled when present)."
+    )
+    slices: list[str] = Field(
+        default_factory=list,
+        description="Metadata columns to report metrics by (e.g. sex, anatom_site_general_challenge, "
+        "age_approx: numbers become age bands).",
+    )
+    min_slice_size: int = Field(20, gt=0, description="Slices smaller than this are listed, not scored.")
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig, description="Reference models.")
+    gate: GateConfig = Field(default_factory=GateConfig, description="What the tuned model must show.")
     compare_base: bool = Field(
         True, description="Also evaluate the base model, side by side with the tuned one."
     )
@@ -377,6 +480,18 @@ class EvalConfig(Section):
     max_samples: int | None = Field(
         None, gt=0, description="Evaluate at most this many records (all when unset)."
     )
+
+    @model_validator(mode="after")
+    def _gate_has_a_reference(self) -> EvalConfig:
+        if self.gate.enabled and self.gate.against == "base" and not self.compare_base:
+            raise ValueError(
+                "eval.gate compares the tuned model against the base model, but eval.compare_base is "
+                "false; set eval.gate.against to a baseline, or eval.gate.enabled: false"
+            )
+        known = {"base", "few_shot", "embedding_logreg"}
+        if self.gate.against not in known:
+            raise ValueError(f"eval.gate.against must be one of {sorted(known)}, got {self.gate.against!r}")
+        return self
 
 
 class RegistryConfig(Section):

@@ -1,60 +1,134 @@
-"""evaluate: the base model and the tuned model side by side on the held-out split.
+"""evaluate: the tuned model against the base model and simple baselines, with honest uncertainty.
 
     tuneline evaluate CONFIG [--run-dir RUN_DIR]
 
-Both are scored on the same records: answer-token loss and exact-match accuracy of the
-greedy answer. The tuned model is the base with the run's adapter loaded on top.
+Every model is scored by the same code on the same records with the same prompts:
+- classification (``eval.task``): a probability per label from the model's log-probability of each
+  label's answer (evaluation/classify.py), plus the free-generated answer and how often it is not a
+  valid label. Binary tasks choose each model's decision threshold on the val split by the same
+  procedure (``eval.threshold``) and apply it unchanged to the evaluated split.
+- generation: exact match, token F1, ROUGE-L of the greedy answer and perplexity on the references.
+
+Then: metrics with 95% bootstrap CIs (patients resampled when records have a group), paired
+comparisons of the tuned model against every other (bootstrap; DeLong for ROC-AUC), metrics per
+slice of metadata, latency and cost per 1,000 predictions, and the gate (evaluation/gate.py).
+Written to ``eval/report.json``, ``eval/predictions.parquet`` (enough to recompute every number) and
+``eval/report.html``; ``eval.json`` and the summary keep the headline numbers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from tuneline.config import Config
-from tuneline.data.records import read_records
+from tuneline.data.records import Record, read_records
 from tuneline.errors import DataError
 from tuneline.runs import RunDir, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("tuneline.evaluate")
 
+EMBEDDING_TRAIN_CAP = 2000  # training records embedded for the logistic-regression baseline
+
+
+@dataclass
+class ModelScores:
+    """What one model produced on the evaluated split (and on val, for the threshold)."""
+
+    name: str
+    probabilities: np.ndarray | None = None  # (n, K) classification
+    val_probabilities: np.ndarray | None = None
+    generated: list[str] | None = None
+    latency: np.ndarray | None = None  # seconds per record
+    loss: float | None = None  # mean answer-token loss on the references
+    extra: dict = field(default_factory=dict)
+
 
 @dataclass(frozen=True)
 class EvalResult:
-    base: dict[str, float] | None
-    tuned: dict[str, float]
+    base: dict | None
+    tuned: dict
+    gate: dict | None
+    report: dict
 
 
 def run(cfg: Config, run: RunDir) -> EvalResult:
     import torch
     from peft import PeftModel
 
-    from tuneline.evaluation.scoring import score
+    from tuneline.evaluation import baselines as bl
+    from tuneline.evaluation.classify import score_labels
+    from tuneline.evaluation.scoring import answer_loss, generate_answers
     from tuneline.models.load import load_model, load_processor, resolve_base
+    from tuneline.training.collate import ChatCollator
 
     run.require("train")
-    records = list(read_records(run.split_file(cfg.eval.split)))[: cfg.eval.max_samples]
+    ev = cfg.eval
+    records = list(read_records(run.split_file(ev.split)))[: ev.max_samples]
     if not records:
-        raise DataError(f"the {cfg.eval.split} split is empty", hint="change data.split or eval.split")
-    options = {
-        "batch_size": cfg.eval.batch_size,
-        "max_new_tokens": cfg.eval.max_new_tokens,
-        "max_seq_length": cfg.data.max_seq_length,
-    }
+        raise DataError(f"the {ev.split} split is empty", hint="change data.split or eval.split")
+    train_records = list(read_records(run.split_file("train")))
 
-    # 1. The base model, through the same loading path as training.
+    # 1. The task: classification over labels, or generation.
+    task, labels, positive = resolve_task(cfg, train_records, records)
+    val_records: list[Record] = []
+    if task == "classification" and len(labels) == 2 and ev.threshold.method != "fixed" and ev.split != "val":
+        val_records = list(read_records(run.split_file("val")))[: ev.max_samples]
+        if len({r.target for r in val_records}) < 2:
+            log.warning("the val split has fewer than two classes: threshold fixed at %s", ev.threshold.value)
+            val_records = []
+
+    # 2. The base model, through the same loading path as training.
     base = resolve_base(cfg.model)
     processor = load_processor(base)
     model = load_model(base, cfg.model.dtype)
     if torch.cuda.is_available():
         model = model.to("cuda")
-    base_scores = score(model, processor, records, **options) if cfg.eval.compare_base else None
-    if base_scores:
-        log.info("base: loss %.4f accuracy %.3f", base_scores.loss, base_scores.accuracy)
+    device = next(model.parameters()).device
+    room = cfg.data.max_seq_length * (1 + ev.baselines.few_shot)  # few-shot prompts are longer
+    collator = ChatCollator(processor, room)
 
-    # 2. The tuned model as it will be deployed: the base (4-bit for QLoRA) with the run's adapter on
-    # top, or, for a full fine-tune, the saved model itself.
+    def score(name: str, m, prefix: list[dict] | None = None) -> ModelScores:
+        out = ModelScores(name)
+        started = time.perf_counter()
+        if task == "classification":
+            s = score_labels(m, collator, records, labels, batch_size=ev.batch_size, prefix=prefix)
+            out.probabilities, out.latency = s.probabilities, s.latency
+            if val_records:
+                out.val_probabilities = score_labels(
+                    m, collator, val_records, labels, batch_size=ev.batch_size, prefix=prefix
+                ).probabilities
+                out.extra["val_labels"] = [r.target for r in val_records]
+        prompts = records if prefix is None else [_with_prefix(r, prefix) for r in records]
+        out.generated = generate_answers(m, processor, prompts, ev.batch_size, ev.max_new_tokens, device)
+        if prefix is None:
+            out.loss = answer_loss(
+                m, ChatCollator(processor, cfg.data.max_seq_length), records, ev.batch_size, device
+            )
+        if out.latency is None:
+            out.latency = np.full(len(records), (time.perf_counter() - started) / len(records))
+        log.info("%s scored on %d records in %.1f s", name, len(records), time.perf_counter() - started)
+        return out
+
+    scored: dict[str, ModelScores] = {}
+    if ev.compare_base:
+        scored["base"] = score("base", model)
+    if ev.baselines.few_shot:
+        prefix = bl.few_shot_prefix(
+            train_records, labels or [r.answer for r in train_records], ev.baselines.few_shot, cfg.run.seed
+        )
+        scored["few_shot"] = score("few_shot", model, prefix)
+    if task == "classification" and ev.baselines.embedding_logreg:
+        scored["embedding_logreg"] = _embedding_baseline(
+            cfg, model, processor, train_records, records, val_records, labels
+        )
+
+    # 3. The tuned model as it will be deployed: the base (4-bit for QLoRA) with the adapter on top,
+    # or, for a full fine-tune, the saved model itself.
     if cfg.train.method == "full":
         tuned_model = load_model(base, cfg.model.dtype, folder=run.adapter_dir)
     else:
@@ -63,35 +137,126 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
         tuned_model = PeftModel.from_pretrained(model, run.adapter_dir)
     if torch.cuda.is_available():
         tuned_model = tuned_model.to("cuda")
-    tuned_scores = score(tuned_model, processor, records, **options)
-    log.info("tuned: loss %.4f accuracy %.3f", tuned_scores.loss, tuned_scores.accuracy)
+    scored["tuned"] = score("tuned", tuned_model)
 
-    # 3. Write predictions, then eval.json (the record that evaluation finished).
+    # 4. Metrics, CIs, comparisons, slices, gate.
+    from tuneline.evaluation.report import build_report, predictions_table
+
+    report = build_report(cfg, task, labels, positive, records, scored)
+    run.eval_dir.mkdir(exist_ok=True)
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        predictions_table(task, labels, records, scored, report), run.eval_dir / ".predictions.tmp"
+    )
+    (run.eval_dir / ".predictions.tmp").replace(run.eval_dir / "predictions.parquet")
+    atomic_write_json(run.eval_dir / "report.json", report)
+    from tuneline.evaluation.report_html import render_report
+
+    atomic_write_text(
+        run.eval_dir / "report.html", render_report(report, run.eval_dir / "predictions.parquet")
+    )
+
+    # 5. The headline numbers (eval.json and the summary), then the generated answers.
+    headline = {name: _headline(report, name) for name in report["models"]}
     rows = []
     for i, rec in enumerate(records):
-        row = {"id": rec.id, "reference": rec.answer, "tuned": tuned_scores.predictions[i]}
-        if base_scores:
-            row["base"] = base_scores.predictions[i]
+        row = {"id": rec.id, "reference": rec.answer}
+        row.update({name: s.generated[i] for name, s in scored.items() if s.generated is not None})
         rows.append(json.dumps(row, ensure_ascii=False))
     atomic_write_text(run.predictions_file, "\n".join(rows) + "\n")
-    result = EvalResult(base=base_scores.headline() if base_scores else None, tuned=tuned_scores.headline())
-    atomic_write_json(
-        run.eval_file,
-        {
-            "split": cfg.eval.split,
-            "n": len(records),
-            "metric": "exact_match",
-            "base": result.base,
-            "tuned": result.tuned,
-            "delta": {
-                "loss": tuned_scores.loss - base_scores.loss,
-                "accuracy": tuned_scores.accuracy - base_scores.accuracy,
-            }
-            if base_scores
-            else None,
-        },
-    )
-    run.update_summary(
-        eval={"split": cfg.eval.split, "n": len(records), "base": result.base, "tuned": result.tuned}
-    )
-    return result
+    gate = report.get("gate")
+    summary_eval = {
+        "split": ev.split,
+        "task": task,
+        "n": len(records),
+        **headline,
+        "gate": gate,
+        "primary": report.get("primary"),
+    }
+    atomic_write_json(run.eval_file, summary_eval)
+    run.update_summary(eval=summary_eval)
+    if gate is not None:
+        log.info("gate %s", "passed" if gate["passed"] else "FAILED")
+    return EvalResult(base=headline.get("base"), tuned=headline["tuned"], gate=gate, report=report)
+
+
+def resolve_task(
+    cfg: Config, train: list[Record], records: list[Record]
+) -> tuple[str, list[str], str | None]:
+    """(task, labels, positive label) from eval.* and the data."""
+    ev = cfg.eval
+    task = ev.task
+    if task == "auto":
+        labelled = all(r.label is not None for r in train + records)
+        task = "classification" if ev.labels or labelled else "generation"
+    if task == "generation":
+        return task, [], None
+    labels = list(ev.labels) if ev.labels else sorted({r.target for r in train})
+    if len(labels) < 2:
+        raise DataError(
+            f"classification needs at least two labels, the training split has {labels}",
+            hint="set eval.labels, or eval.task: generation",
+        )
+    unknown = sorted({r.target for r in records} - set(labels))
+    if unknown:
+        raise DataError(
+            f"the {ev.split} split has labels that are not among the classes {labels}: {unknown[:5]}",
+            hint="add them to eval.labels, or fix the records' answers",
+        )
+    positive = None
+    if len(labels) == 2:
+        if ev.positive_label is not None:
+            if ev.positive_label not in labels:
+                raise DataError(
+                    f"eval.positive_label {ev.positive_label!r} is not one of the labels {labels}",
+                    hint="set it to one of them",
+                )
+            positive = ev.positive_label
+        else:
+            counts = {label: sum(r.target == label for r in train) for label in labels}
+            positive = min(labels, key=lambda label: (counts[label], label))  # the rarer class
+    return task, labels, positive
+
+
+def _with_prefix(record: Record, prefix: list[dict]) -> Record:
+    from dataclasses import replace
+
+    return replace(record, messages=[*prefix, *record.messages])
+
+
+def _embedding_baseline(cfg, model, processor, train, records, val_records, labels) -> ModelScores:
+    import random
+
+    from tuneline.evaluation import baselines as bl
+
+    rng = random.Random(cfg.run.seed)
+    sample = rng.sample(train, min(len(train), EMBEDDING_TRAIN_CAP))
+    started = time.perf_counter()
+    bs = cfg.eval.batch_size
+    train_x = bl.embed(model, processor, sample, bs)
+    test_x = bl.embed(model, processor, records, bs)
+    probs = bl.logistic_probe(train_x, [r.target for r in sample], test_x, labels, cfg.run.seed)
+    out = ModelScores("embedding_logreg", probabilities=probs)
+    if val_records:
+        out.extra["val_labels"] = [r.target for r in val_records]
+        out.val_probabilities = bl.logistic_probe(
+            train_x,
+            [r.target for r in sample],
+            bl.embed(model, processor, val_records, bs),
+            labels,
+            cfg.run.seed,
+        )
+    out.latency = np.full(len(records), (time.perf_counter() - started) / max(len(records) + len(sample), 1))
+    out.extra["train_records"] = len(sample)
+    return out
+
+
+def _headline(report: dict, name: str) -> dict:
+    entry = report["models"][name]
+    out = {"n": report["n"]}
+    out.update({k: v for k, v in entry["metrics"].items() if isinstance(v, int | float) or v is None})
+    for key in ("loss", "invalid_label_rate"):
+        if entry.get(key) is not None:
+            out[key] = entry[key]
+    return out
