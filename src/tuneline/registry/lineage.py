@@ -26,4 +26,8 @@ def lineage_tags(run: RunDir) -> dict[str, str]:
         "tuneline.git_dirty": git.get("dirty"),
         "tuneline.environment_hash": env.get("packages_hash"),
     }
+    gate = (run.summary().get("eval") or {}).get("gate")
+    if gate is not None:  # the registry promotes only versions whose gate passed
+        tags["tuneline.gate_passed"] = str(bool(gate["passed"])).lower()
+        tags["tuneline.gate_primary"] = gate.get("primary")
     return {k: str(v) for k, v in tags.items() if v is not None}

@@ -69,15 +69,21 @@ def run(cfg: Config, run: RunDir) -> Registration:
             for k, v in m.items()
             if k not in ("step", "epoch") and isinstance(v, int | float)
         ]
-        for who in ("base", "tuned"):
+        for who in ("base", "tuned", "few_shot", "embedding_logreg"):
             for k, v in (summary["eval"].get(who) or {}).items():
-                metrics.append(Metric(f"eval_{who}_{k}", float(v), 0, 0))
+                if isinstance(v, int | float):  # undefined metrics (null) are not logged
+                    metrics.append(Metric(f"eval_{who}_{k}", float(v), 0, 0))
         for i in range(0, len(params), 100):
             client.log_batch(rid, params=params[i : i + 100])
         for i in range(0, len(metrics), 1000):
             client.log_batch(rid, metrics=metrics[i : i + 1000])
         client.log_batch(rid, tags=[RunTag("tuneline.data_counts", str(summary["data"]["counts"]))])
         client.log_artifacts(rid, str(run.adapter_dir), "adapter")
+        if run.eval_dir.is_dir():  # report.json, predictions.parquet, report.html
+            client.log_artifacts(rid, str(run.eval_dir), "eval")
+        gate = summary["eval"].get("gate")
+        if gate is not None:
+            client.log_batch(rid, tags=[RunTag("tuneline.gate_passed", str(gate["passed"]).lower())])
         for f in (
             run.eval_file,
             run.config_file,
