@@ -60,7 +60,7 @@ train:
   max_steps: {steps}
   logging_steps: 2
   save_steps: 5
-eval: {{max_new_tokens: 3, batch_size: 16}}
+eval: {{max_new_tokens: 3, batch_size: 16, gate: {{enabled: false}}}}
 """
 
 

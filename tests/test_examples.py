@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.evaluation.recompute import assert_report_matches
 from tuneline.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +30,21 @@ def test_example_runs_end_to_end(example, synth, workdir):
     made = runner.invoke(app, ["data", "synth", synth[0], str(folder / "data"), *synth[1:]])
     assert made.exit_code == 0, made.output
     result = runner.invoke(app, ["run", str(folder / "config.yaml"), "--set", "train.epochs=1"])
-    assert result.exit_code == 0, result.output
     (run_dir,) = (workdir / "runs" / example).iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
+    gate = summary["eval"]["gate"]
+    # exit 0 when the gate passed, 7 when it refused the model; registered either way
+    assert result.exit_code == (0 if gate["passed"] else 7), result.output
     assert summary["complete"] and summary["eval"]["tuned"]["loss"] < summary["eval"]["base"]["loss"]
     assert (run_dir / "data_report.html").is_file()
+
+    # Acceptance (issue 5): report.json's metrics equal a scikit-learn recomputation from predictions.parquet.
+    report = json.loads((run_dir / "eval" / "report.json").read_text())
+    assert report["task"] == "classification" and {"base", "tuned", "embedding_logreg"} <= set(
+        report["models"]
+    )
+    assert_report_matches(report, run_dir / "eval" / "predictions.parquet")
+    assert (run_dir / "eval" / "report.html").is_file()
+    if example == "melanoma":  # patient-grouped data: CIs resample patients; threshold chosen on val
+        assert report["grouped_by"] == "group" and report["models"]["tuned"]["ci_unit"] == "groups"
+        assert report["threshold"]["method"] == "sensitivity" and report["slices"]

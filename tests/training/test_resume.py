@@ -34,7 +34,7 @@ train:
   logging_steps: 5
   save_steps: 30
   save_total_limit: 3
-eval: {{max_samples: 4, compare_base: false, max_new_tokens: 2}}
+eval: {{max_samples: 4, compare_base: false, max_new_tokens: 2, gate: {{enabled: false}}}}
 registry: {{enabled: false}}
 """
 
