@@ -28,7 +28,7 @@ eval:
   batch_size: 32
   max_new_tokens: 2
   bootstrap_resamples: 200
-  baselines: {{embedding_logreg: false}}
+  baselines: {{embedding_logreg: false, few_shot: 2}}
   gate:
     primary: balanced_accuracy
     min_improvement: 0.1
@@ -61,6 +61,12 @@ def test_gate_refuses_a_fine_tune_on_shuffled_labels_and_passes_a_good_one(tmp_p
     run_stage("evaluate", cfg, good)
     gate = good.summary()["eval"]["gate"]
     assert gate["passed"], gate
+    report = json.loads((good.eval_dir / "report.json").read_text())
+    assert set(report["models"]) == {"base", "few_shot", "tuned"}
+    assert {(c["a"], c["metric"]) for c in report["comparisons"]} >= {
+        ("base", "roc_auc"),
+        ("few_shot", "roc_auc"),
+    }
 
     # The same data with the training answers shuffled: the model learns noise.
     cfg, broken = _prepared(tmp_path, shapes, steps=90)
@@ -97,8 +103,10 @@ def test_base_and_tuned_share_records_prompts_and_threshold_procedure(tmp_path, 
     import tuneline.evaluation.metrics as metrics
 
     monkeypatch.chdir(tmp_path)
-    text = CONFIG.format(data=shapes, steps=4).replace(
-        "task: classification", "task: classification\n  labels: [red, other]"
+    text = (
+        CONFIG.format(data=shapes, steps=4)
+        .replace("few_shot: 2", "few_shot: 0")
+        .replace("task: classification", "task: classification\n  labels: [red, other]")
     )
     # Make it binary: every non-red answer becomes "other".
     rows = [json.loads(line) for line in shapes.read_text().splitlines()]
