@@ -1,4 +1,4 @@
-"""The synthetic product reviews: deterministic, valid chat JSONL, both classes, and not solvable by keywords."""
+"""The synthetic product reviews: deterministic, valid chat JSONL, both classes, not solvable by keywords."""
 
 from __future__ import annotations
 

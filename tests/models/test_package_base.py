@@ -1,4 +1,4 @@
-"""``model.base: pkg:<module>``: a checkpoint shipped in an installed package, found through the package itself."""
+"""``model.base: pkg:<module>``: a checkpoint shipped in an installed package, found through the package."""
 
 from __future__ import annotations
 
