@@ -144,7 +144,7 @@ def test_encoder_frozen_weights_unchanged_head_and_adapters_trained(trained_enco
 
 
 def test_encoder_resumes_to_the_same_weights(trained_encoder, tmp_path):
-    """Checkpoints and resume are the chat models' Trainer path: resuming from step 3 ends where 0 -> 6 did."""
+    """Checkpoints and resume follow the chat models' Trainer path: from step 3 it ends where 0 -> 6 did."""
     import shutil
 
     from tuneline.stages import train

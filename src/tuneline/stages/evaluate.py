@@ -131,7 +131,8 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
         s = classify_sequences(m, seq, records, batch_size=ev.batch_size)
         truth = [labels.index(r.target) for r in records]
         out = ModelScores(name, probabilities=s.probabilities, latency=s.latency)
-        out.loss = float(-np.mean(s.log_probs[np.arange(len(records)), truth]))  # cross-entropy
+        # cross-entropy of the true class, from the stored probabilities (recomputable from the parquet)
+        out.loss = float(-np.mean(np.log(s.probabilities[np.arange(len(records)), truth])))
         if val_records:
             val = classify_sequences(m, seq, val_records, batch_size=ev.batch_size)
             out.val_probabilities = val.probabilities
