@@ -307,6 +307,12 @@ def model_profile(model: ModelConfig, train: TrainConfig) -> ModelProfile:
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not read the model config in {folder}: {exc}") from exc
     family = get_family(model.family) if model.family else family_for_model_type(config.model_type)
+    if family.is_classifier:  # the calibration is for decoder LMs (vocabulary logits, decoder layers)
+        raise ModelError(
+            f"tuneline plan models causal language models; {model.base} is a {family.name} sequence "
+            "classifier, which its memory model does not cover",
+            hint="encoders of this size fit easily; measure with a short run (train.max_steps) instead",
+        )
     vision_prefixes = tuple(family.vision_modules) + tuple(family.projector_modules)
 
     # The meta device (not accelerate's init_empty_weights, which unties tied embeddings): shapes only.
