@@ -109,6 +109,23 @@ def test_base_and_tuned_read_the_same_inputs_and_share_the_threshold_procedure(
     ce = -np.mean([np.log(r[f"p_{r['label']}"]) for r in rows])
     assert abs(ce - report["models"]["tuned"]["loss"]) < 1e-9
 
+    # "base" is the pretrained encoder with the head drawn from run.seed: redrawing it gives the same numbers.
+    from transformers import set_seed
+
+    from tuneline.evaluation.classify import classify_sequences
+    from tuneline.training.sequence import SequenceCollator
+
+    base = resolve_base(cfg.model)
+    set_seed(cfg.run.seed)
+    fresh = load_model(base, labels=report["labels"])
+    test = list(read_records(run.split_file("test")))
+    again = classify_sequences(
+        fresh, SequenceCollator(load_processor(base), 32, report["labels"]), test, batch_size=16
+    )
+    base_rows = {r["record_id"]: r for r in table if r["model"] == "base"}
+    stored = np.array([[base_rows[r.id][f"p_{label}"] for label in report["labels"]] for r in test])
+    assert np.allclose(again.probabilities, stored, atol=1e-6)
+
 
 def test_encoder_embeddings_are_the_mean_of_the_last_layer():
     from tuneline.data.records import Record
