@@ -36,8 +36,9 @@ class RunConfig(Section):
 class ModelConfig(Section):
     base: str = Field(
         ...,
-        description="Base model: a hub id (org/name), a local checkpoint folder, or tiny:<family> "
-        "(a toy-size model of a real architecture built offline, for tests and the quickstart).",
+        description="Base model: a hub id (org/name), a local checkpoint folder, tiny:<family> "
+        "(a toy-size model of a real architecture built offline, for tests and the quickstart), or "
+        "pkg:<module> (a checkpoint shipped in an installed package whose get_model_path() names it).",
         min_length=1,
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of a hub model.")
