@@ -576,7 +576,8 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
             except GenerationError as exc:
                 status = 500
                 info["error"] = str(exc)
-                yield f"data: {json.dumps(ApiError(500, f'generation failed: {exc}', type_='server_error').body())}\n\n"
+                err = ApiError(500, f"generation failed: {exc}", type_="server_error")
+                yield f"data: {json.dumps(err.body())}\n\n"
             except (asyncio.CancelledError, GeneratorExit):
                 status = 499  # the client went away
                 raise
