@@ -105,7 +105,9 @@ def _report(cfg, as_json: bool, since_hours: float | None) -> None:
     from tuneline.serving.ab import report
 
     since = time.time() - since_hours * 3600 if since_hours else None
-    result = report(Path(cfg.serve.state_dir) / "ab.sqlite", since=since)
+    result = report(
+        Path(cfg.serve.state_dir) / "ab.sqlite", since=since, baseline=next(iter(cfg.serve.traffic))
+    )
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return

@@ -10,7 +10,9 @@ from tests.serving.conftest import png_data_uri, running_server, serve_config
 
 @pytest.fixture(scope="module")
 def server(registry, tmp_path_factory):
-    cfg = serve_config(tmp_path_factory.mktemp("openai"), registry, {"traffic": {"champion": 50, "challenger": 50}})
+    cfg = serve_config(
+        tmp_path_factory.mktemp("openai"), registry, {"traffic": {"champion": 50, "challenger": 50}}
+    )
     with running_server(cfg) as running:
         yield running
 

@@ -583,7 +583,8 @@ class VllmConfig(Section):
     executable: str = Field("vllm", description="The vllm command.")
     port: int = Field(8001, gt=0, lt=65536, description="Port of the vllm server (loopback).")
     url: str | None = Field(
-        None, description="Proxy to an already running vLLM OpenAI server at this URL instead of starting one."
+        None,
+        description="Proxy to an already running vLLM OpenAI server at this URL instead of starting one.",
     )
     max_lora_rank: int = Field(64, gt=0, description="--max-lora-rank.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="--gpu-memory-utilization.")

@@ -158,9 +158,17 @@ def _diff_ci(a: np.ndarray, b: np.ndarray, stat, resamples: int, rng) -> tuple[f
     return float(lo), float(hi)
 
 
-def report(db_path: Path, *, resamples: int = 1000, seed: int = 0, since: float | None = None) -> dict:
+def report(
+    db_path: Path,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    since: float | None = None,
+    baseline: str | None = None,
+) -> dict:
     """Per-variant latency, error rate and feedback with 95% bootstrap CIs, and each variant against the
-    first one (the differences' CIs: an interval that excludes 0 is a difference the data supports)."""
+    baseline (default: champion, else the first seen): an interval of the difference that excludes 0 is a
+    difference the data supports."""
     if not db_path.is_file():
         return {"variants": {}, "comparisons": {}, "database": str(db_path)}
     with sqlite3.connect(db_path) as db:
@@ -222,8 +230,8 @@ def report(db_path: Path, *, resamples: int = 1000, seed: int = 0, since: float 
     comparisons: dict[str, Any] = {}
     names = list(variants)
     if len(names) > 1:
-        base = names[0]
-        for other in names[1:]:
+        base = baseline if baseline in variants else "champion" if "champion" in variants else names[0]
+        for other in (n for n in names if n != base):
             comparisons[f"{other} - {base}"] = {
                 name: _diff_ci(arrays[base][key], arrays[other][key], fn, resamples, rng)
                 for name, (key, fn) in stats.items()

@@ -71,7 +71,11 @@ class RegistrySource:
 
     def download(self, ref: ModelVersionRef) -> Path:
         """The version's files in the local cache (downloaded once)."""
+        import os
+
         import mlflow.artifacts
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
         target = self.cache_dir / "models" / ref.name / ref.version
         if (target / ".complete").is_file():
