@@ -218,7 +218,12 @@ class ModelHost:
                 self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).eval()
                 self.is_peft = True
             else:
-                self.model.load_adapter(str(path), adapter_name=name)
+                try:
+                    self.model.load_adapter(str(path), adapter_name=name)
+                except BaseException:
+                    if name in getattr(self.model, "peft_config", {}):  # half-injected: take it out again
+                        self.model.delete_adapter(name)
+                    raise
                 self.model.eval()
             self.adapters.add(name)
             self._active = None
