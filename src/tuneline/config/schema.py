@@ -528,7 +528,9 @@ class ServeLimitsConfig(Section):
     )
     max_images: int = Field(4, ge=0, description="Images in one request: 400 above it.")
     max_tokens: int = Field(512, gt=0, description="Largest max_tokens a request may ask for: 400 above it.")
-    default_max_tokens: int = Field(64, gt=0, description="max_tokens when a request does not say.")
+    default_max_tokens: int = Field(
+        64, gt=0, description="max_tokens when a request does not say (at most max_tokens)."
+    )
     max_prompt_tokens: int = Field(4096, gt=0, description="Longest prompt (text tokens): 400 above it.")
     max_concurrency: int = Field(
         64, gt=0, description="Requests in flight at once; one more gets 429 (retry later)."
@@ -650,8 +652,6 @@ class ServeConfig(Section):
         for alias in self.traffic:
             if not alias or not all(c.isalnum() or c in "_-" for c in alias):
                 raise ValueError(f"serve.traffic alias {alias!r}: use letters, digits, _ and -")
-        if self.limits.default_max_tokens > self.limits.max_tokens:
-            raise ValueError("serve.limits.default_max_tokens must not exceed serve.limits.max_tokens")
         return self
 
 

@@ -384,7 +384,11 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
         try:
             # 2. Validate: tokens, images (decoded off the event loop), prompt length.
             limits = srv.serve.limits
-            max_tokens = body.max_completion_tokens or body.max_tokens or limits.default_max_tokens
+            max_tokens = (
+                body.max_completion_tokens
+                or body.max_tokens
+                or min(limits.default_max_tokens, limits.max_tokens)
+            )
             if max_tokens > limits.max_tokens:
                 raise ApiError(
                     400,

@@ -83,9 +83,15 @@ def decode_image(url: str, *, max_bytes: int, max_pixels: int, param: str) -> tu
             img.load()
     except ApiError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow refuses it from the header already (Image.MAX_IMAGE_PIXELS); say how large it is.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"about {int(found.group(1)):,} pixels" if found else "too many pixels"
         raise ApiError(
-            400, f"{param}: image has too many pixels to decode", param=param, code="image_too_large"
+            400,
+            f"{param}: image is {size}, above the limit of {max_pixels:,} (serve.limits.max_image_pixels)",
+            param=param,
+            code="image_too_large",
         ) from None
     except UnidentifiedImageError:
         raise ApiError(
