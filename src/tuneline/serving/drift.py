@@ -14,8 +14,9 @@ The server keeps a rolling window of the same features from live requests and co
 the population stability index (PSI, on the reference's quantile bins) and the two-sample
 Kolmogorov-Smirnov test, and on embeddings the maximum mean discrepancy (RBF kernel, median bandwidth)
 with a permutation test. A feature counts as shifted when its PSI reaches ``psi_threshold`` and its KS
-p-value is below ``ks_alpha``; the alert is raised when a feature shifted or the MMD p-value is below
-``mmd_alpha``. Prediction rates are reported (a PSI against the training label rates) but do not raise
+p-value is below ``ks_alpha``. The drift score is the largest PSI among features whose KS test rejects
+(a PSI alone is noisy on small windows); the alert is raised when the score reaches the threshold or
+the MMD p-value is below ``mmd_alpha``. Prediction rates are reported (a PSI against the training label rates) but do not raise
 the alert: they move with the model's errors as much as with the inputs.
 """
 
@@ -167,10 +168,11 @@ def build_reference(
 # ------------------------------------------------------------------ statistics
 def psi(reference: np.ndarray, live: np.ndarray, bins: int) -> float:
     """Population stability index of ``live`` against ``reference`` on the reference's quantile bins."""
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-    if edges.size == 0:  # a constant reference: below / at / above that value
-        v = float(reference[0])
-        edges = np.array([v - 1e-9, v + 1e-9])
+    inner = np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1])
+    # Plus a bin below the reference's minimum and one above its maximum: live values outside the range
+    # seen in training (or a new value of a constant feature) land in bins the reference leaves empty.
+    lo, hi = float(reference.min()), float(np.nextafter(reference.max(), np.inf))
+    edges = np.unique(np.concatenate([[lo], inner, [hi]]))
     ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=edges.size + 1)
     cur = np.bincount(np.searchsorted(edges, live, side="right"), minlength=edges.size + 1)
     p = np.maximum(ref / ref.sum(), _EPS)
@@ -328,7 +330,9 @@ class DriftMonitor:
                 "live_mean": float(live.mean()),
                 "shifted": shifted,
             }
-            scores.append(p)
+            # A PSI on a window of a few hundred requests is noisy (about (bins - 1) * (1/n + 1/m) from
+            # sampling alone): it counts towards the score only where the KS test says the shift is real.
+            scores.append(p if float(ks.pvalue) < cfg.ks_alpha else 0.0)
             if shifted:
                 out["shifted"].append(name)
         out["score"] = round(max(scores), 4) if scores else None
