@@ -197,6 +197,7 @@ class ModelHost:
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
         self._queue: queue.Queue = queue.Queue()
+        self._last_batch = 1
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=f"tuneline-engine-{base_spec}", daemon=True)
         self._thread.start()
@@ -295,7 +296,9 @@ class ModelHost:
                 continue
             jobs = [item]
             controls: list[_Control] = []
-            deadline = time.perf_counter() + self.max_wait
+            # Wait for others to join only under concurrent load (the last batch had company): a lone
+            # client never pays max_wait_ms.
+            deadline = time.perf_counter() + (self.max_wait if self._last_batch > 1 else 0.0)
             while len(jobs) < self.max_batch_size:
                 remaining = deadline - time.perf_counter()
                 try:
@@ -312,6 +315,7 @@ class ModelHost:
             groups: dict[tuple, list[_Job]] = {}
             for job in jobs:
                 groups.setdefault(job.group, []).append(job)
+            self._last_batch = len(jobs)
             for group in groups.values():
                 self._generate(group)
             for ctl in controls:
