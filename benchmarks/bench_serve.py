@@ -217,7 +217,8 @@ def main() -> None:
     for name, secs, r in rows:
         rss = f"{r['rss']:.1f}" if "rss" in r else "-"
         print(
-            f"| {name} | {secs:.0f} | {r['n']} | {r['rps']:.1f} | {r['p50'] * 1000:.1f} | {r['p95'] * 1000:.1f} "
+            f"| {name} | {secs:.0f} | {r['n']} | {r['rps']:.1f} | {r['p50'] * 1000:.1f} "
+            f"| {r['p95'] * 1000:.1f} "
             f"| {r['errors']} ({r['error_rate']:.1%}) | {rss} |"
         )
     speedup = r16b["rps"] / r16s["rps"]

@@ -269,7 +269,8 @@ def test_response_cache_for_temperature_zero(client, server, registry):
     for name in (
         "tuneline:requests_total", "tuneline:time_to_first_token_seconds_bucket",
         "tuneline:e2e_request_latency_seconds_bucket", "tuneline:prompt_tokens_total",
-        "tuneline:generation_tokens_total", "tuneline:response_cache_hits_total", "tuneline:batch_size_bucket",
+        "tuneline:generation_tokens_total", "tuneline:response_cache_hits_total",
+        "tuneline:batch_size_bucket",
         "tuneline:request_success_total",
     ):  # fmt: skip
         assert name in metrics, name

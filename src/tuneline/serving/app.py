@@ -409,7 +409,15 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
             raw = None
             if srv.serve.backend == "vllm":
                 raw = [m.model_dump(exclude_none=True) for m in body.messages]
-            req = GenRequest(messages, images, max_tokens, body.temperature, body.top_p, raw_messages=raw)
+            req = GenRequest(
+                messages,
+                images,
+                max_tokens,
+                body.temperature,
+                body.top_p,
+                raw_messages=raw,
+                stream=body.stream,
+            )
             try:
                 n_prompt = srv.engine.prompt_tokens(variant, req)
             except Exception as exc:  # noqa: BLE001 - the chat template refused the conversation
@@ -501,6 +509,8 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
                         break
                 if done is None:
                     done = Done("stop", 0, 0)
+                if done.first_token_at is not None and hit is None:
+                    ttft = done.first_token_at - started
                 if key and hit is None and not stopped:
                     srv.cache.put(key, (text, done))
                 reason = "stop" if stopped else done.finish_reason

@@ -16,7 +16,8 @@ Kolmogorov-Smirnov test, and on embeddings the maximum mean discrepancy (RBF ker
 with a permutation test. A feature counts as shifted when its PSI reaches ``psi_threshold`` and its KS
 p-value is below ``ks_alpha``. The drift score is the largest PSI among features whose KS test rejects
 (a PSI alone is noisy on small windows); the alert is raised when the score reaches the threshold or
-the MMD p-value is below ``mmd_alpha``. Prediction rates are reported (a PSI against the training label rates) but do not raise
+the MMD p-value is below ``mmd_alpha``. Prediction rates are reported (a PSI against the training label
+rates) but do not raise
 the alert: they move with the model's errors as much as with the inputs.
 """
 

@@ -41,6 +41,7 @@ class GenRequest:
     temperature: float
     top_p: float
     raw_messages: list[dict[str, Any]] | None = None  # OpenAI shape, for a proxying backend
+    stream: bool = True  # False: the text is wanted only whole (fewer wake-ups of the event loop)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Done:
     prompt_tokens: int
     completion_tokens: int
     batch_size: int = 1
+    first_token_at: float | None = None  # perf_counter() when the first token was generated
 
 
 class GenerationError(RuntimeError):
@@ -101,8 +103,8 @@ class _Job:
     max_tokens: int
     temperature: float
     top_p: float
-    emit: Callable[[Any], None]  # thread-safe: Delta-less token ids, Done, or an exception
-    tokenizer_decode: Callable[[list[int]], str] | None = None
+    emit: Callable[[Any], None]  # thread-safe: token ids, Done, or an exception
+    stream: bool = True  # False: tokens are handed over once, at the end (no per-token wake-ups)
 
     @property
     def group(self) -> tuple:
@@ -125,6 +127,8 @@ class _BatchStreamer:
         self.stop_ids = stop_ids
         self.prompt_lens = prompt_lens
         self.counts = [0] * len(jobs)
+        self.held: list[list[int]] = [[] for _ in jobs]  # tokens of non-streaming requests
+        self.first_at: list[float | None] = [None] * len(jobs)
         self.finished: list[str | None] = [None] * len(jobs)
         self._prompt_seen = False
 
@@ -141,7 +145,12 @@ class _BatchStreamer:
                 self._finish(i, "stop")
                 continue
             self.counts[i] += 1
-            self.jobs[i].emit([tok])
+            if self.first_at[i] is None:
+                self.first_at[i] = time.perf_counter()
+            if self.jobs[i].stream:
+                self.jobs[i].emit([tok])
+            else:
+                self.held[i].append(tok)
             if self.counts[i] >= self.jobs[i].max_tokens:
                 self._finish(i, "length")
 
@@ -152,7 +161,9 @@ class _BatchStreamer:
 
     def _finish(self, i: int, reason: str) -> None:
         self.finished[i] = reason
-        self.jobs[i].emit(Done(reason, self.prompt_lens[i], self.counts[i], len(self.jobs)))
+        if self.held[i]:
+            self.jobs[i].emit(self.held[i])
+        self.jobs[i].emit(Done(reason, self.prompt_lens[i], self.counts[i], len(self.jobs), self.first_at[i]))
 
     # transformers' StoppingCriteria interface: True for rows that are done
     def __call__(self, input_ids, scores, **kwargs):
@@ -258,7 +269,9 @@ class ModelHost:
         def emit(item: Any) -> None:
             loop.call_soon_threadsafe(out.put_nowait, item)
 
-        job = _Job(variant.adapter, prompt, req.images, req.max_tokens, req.temperature, req.top_p, emit)
+        job = _Job(
+            variant.adapter, prompt, req.images, req.max_tokens, req.temperature, req.top_p, emit, req.stream
+        )
         self._queue.put(job)
         ids: list[int] = []
         shown = ""
