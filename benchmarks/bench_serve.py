@@ -149,8 +149,9 @@ def load(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
     }
 
 
-def raw_generate(folder: Path, max_tokens: int, repeats: int = 30) -> tuple[float, int]:
-    """Median time of the same request as a bare generate call (model + adapter in process)."""
+def raw_generator(folder: Path, max_tokens: int):
+    """The same request as a bare generate call (model + adapter in this process): returns a function
+    that runs it once and returns (seconds, new tokens)."""
     import torch
     from peft import PeftModel
 
@@ -165,17 +166,36 @@ def raw_generate(folder: Path, max_tokens: int, repeats: int = 30) -> tuple[floa
         [{"role": "user", "content": [{"type": "text", "text": PROMPT}]}], add_generation_prompt=True
     )
     batch = proc.encode([text], padding_side="left")
-    times, n_new = [], 0
-    for _ in range(repeats):
+
+    def once() -> tuple[float, int]:
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(
                 **batch, max_new_tokens=max_tokens, do_sample=False,
                 eos_token_id=proc.stop_token_ids, pad_token_id=proc.pad_token_id,
             )  # fmt: skip
-        times.append(time.perf_counter() - t0)
-        n_new = out.shape[1] - batch["input_ids"].shape[1]
-    return statistics.median(times), n_new
+        return time.perf_counter() - t0, out.shape[1] - batch["input_ids"].shape[1]
+
+    return once
+
+
+def one_client_vs_raw(url: str, raw, max_tokens: int, pairs: int) -> tuple[float, float, int]:
+    """Alternate one HTTP request and one raw generate, so both see the same machine load (this box is
+    shared); medians of each."""
+    body = {
+        "model": "bench", "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": max_tokens, "temperature": 0,
+    }  # fmt: skip
+    http, bare, n_new = [], [], 0
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for _ in range(pairs):
+            t0 = time.perf_counter()
+            r = c.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            http.append(time.perf_counter() - t0)
+            secs, n_new = raw()
+            bare.append(secs)
+    return statistics.median(http), statistics.median(bare), n_new
 
 
 def main() -> None:
@@ -183,6 +203,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="Duration of the 32-client run.")
     ap.add_argument("--batch-seconds", type=float, default=20.0, help="Duration of each 16-client run.")
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--pairs", type=int, default=100, help="HTTP / raw generate pairs for the overhead goal.")
     args = ap.parse_args()
     os.environ.setdefault("TUNELINE_CACHE_DIR", tempfile.mkdtemp(prefix="tuneline-bench-cache-"))
     root = Path(tempfile.mkdtemp(prefix="tuneline-bench-serve-"))
@@ -200,6 +221,9 @@ def main() -> None:
         rows.append(("16 clients, batching", args.batch_seconds, r16b))
         r1 = load(batched.url, 1, args.batch_seconds, args.max_tokens)
         rows.append(("1 client", args.batch_seconds, r1))
+        raw = raw_generator(folder, args.max_tokens)
+        raw()
+        http1, raw1, n_new = one_client_vs_raw(batched.url, raw, args.max_tokens, args.pairs)
     finally:
         batched.stop()
     single = Server(root, uri, "single", batch=1)
@@ -209,7 +233,6 @@ def main() -> None:
         rows.append(("16 clients, one at a time", args.batch_seconds, r16s))
     finally:
         single.stop()
-    raw, n_new = raw_generate(folder, args.max_tokens)
 
     print(f"\ntiny:gemma3 + LoRA, {args.max_tokens} max tokens ({n_new} generated), greedy, cache off, CPU\n")
     print("| scenario | seconds | requests | req/s | p50 ms | p95 ms | errors | RSS growth MB |")
@@ -222,8 +245,12 @@ def main() -> None:
             f"| {r['errors']} ({r['error_rate']:.1%}) | {rss} |"
         )
     speedup = r16b["rps"] / r16s["rps"]
-    overhead = r1["p50"] / raw - 1
-    print(f"| raw generate (same request, in process) | | | {1 / raw:.1f} | {raw * 1000:.1f} | | | |")
+    overhead = http1 / raw1 - 1
+    print(
+        f"| 1 client, alternating with raw generate ({args.pairs} pairs) | | {args.pairs} | | "
+        f"{http1 * 1000:.1f} | | 0 | - |"
+    )
+    print(f"| raw generate (same request, in process) | | {args.pairs} | | {raw1 * 1000:.1f} | | | |")
     print("\n| goal | measured | holds |")
     print("|---|---|---|")
     print(
