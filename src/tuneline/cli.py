@@ -453,6 +453,10 @@ data:
 """
 
 
+# serve, serve report, monitor drift / profile (tuneline.cli_serve)
+__import__("tuneline.cli_serve", fromlist=["register"]).register(app)
+
+
 def _quiet_libraries() -> None:
     """Our own progress bars and summaries replace the libraries' chatter on the console."""
     import logging

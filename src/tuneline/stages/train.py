@@ -187,6 +187,10 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         with atomic_dir(run.adapter_dir) as tmp:
             trainer.accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
             processor.inner.save_pretrained(tmp)
+            # The drift reference profile travels with the adapter into the registry (tuneline serve).
+            from tuneline.serving.profile import write_into
+
+            write_into(tmp, train_records, trainer.accelerator.unwrap_model(model), processor)
 
     result = TrainResult(
         final_loss=final_loss,
