@@ -4,7 +4,9 @@
 
 Parameters (the resolved config, secrets redacted), training curves, eval metrics and the run's
 artifacts go to an MLflow run; the adapter becomes a new version of registry.model_name, tagged
-with its lineage. Registering the same run directory again returns the existing version.
+with its lineage (registry/lineage.py) and a model card (registry/card.py), and gets the alias
+``challenger``: ``tuneline models promote`` moves ``champion`` to it only if its gate passed.
+Registering the same run directory again returns the existing version.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from dataclasses import dataclass
 
 from tuneline.config import Config, to_dict
 from tuneline.registry import store
+from tuneline.registry.aliases import set_challenger
+from tuneline.registry.card import CARD_ARTIFACT, render_card
 from tuneline.registry.lineage import lineage_tags
-from tuneline.runs import RunDir
+from tuneline.runs import RunDir, atomic_write_text
 
 log = logging.getLogger("tuneline.register")
 
@@ -102,9 +106,25 @@ def run(cfg: Config, run: RunDir) -> Registration:
     if client.search_registered_models(f"name = '{name}'") == []:
         client.create_registered_model(name, description="Adapters fine-tuned with tuneline.")
     source = f"{client.get_run(rid).info.artifact_uri}/adapter"
-    mv = client.create_model_version(name, source=source, run_id=rid, tags=tags)
-    log.info("registered %s version %s from %s", name, mv.version, source)
-    return _finish(run, Registration(name, str(mv.version), rid, shown_uri))
+    gate = tags.get("tuneline.gate_passed")
+    mv = client.create_model_version(
+        name,
+        source=source,
+        run_id=rid,
+        tags=tags,
+        description=f"Run {run.run_id}; base {tags.get('tuneline.base_model')}; gate "
+        + {"true": "passed", "false": "FAILED"}.get(gate or "", "not configured")
+        + ".",
+    )
+    version = str(mv.version)
+    log.info("registered %s version %s from %s", name, version, source)
+
+    # 4. The model card, with the run's artifacts and beside the run; the version becomes the challenger.
+    card = render_card(run, name=name, version=version, tags=tags)
+    atomic_write_text(run.path / CARD_ARTIFACT, card)
+    client.log_text(rid, card, CARD_ARTIFACT)
+    set_challenger(client, name, version)
+    return _finish(run, Registration(name, version, rid, shown_uri))
 
 
 def _finish(run: RunDir, reg: Registration) -> Registration:
