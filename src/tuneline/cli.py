@@ -449,6 +449,12 @@ data:
 """
 
 
+from tuneline.cli_models import export_command, models_app  # noqa: E402 - registry commands
+
+app.add_typer(models_app, name="models")
+app.command("export")(export_command)
+
+
 def _quiet_libraries() -> None:
     """Our own progress bars and summaries replace the libraries' chatter on the console."""
     import logging
