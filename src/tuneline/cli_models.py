@@ -197,6 +197,9 @@ def show(
         ("mlflow run", mv.run_id or "-"),
         *lineage_rows(tags),
     ]
+    if mv.run_id:  # the registry's own copies of what the version was made from
+        rows.insert(3, ("config (registered copy)", f"runs:/{mv.run_id}/config.resolved.yaml"))
+        rows.insert(4, ("data manifest (registered copy)", f"runs:/{mv.run_id}/manifest.json"))
     for key in ("promoted_by", "promoted_at", "forced_by", "forced_at", "forced_reason", "rolled_back_by"):
         if f"tuneline.{key}" in tags:
             rows.append((key.replace("_", " "), tags[f"tuneline.{key}"]))
@@ -205,7 +208,8 @@ def show(
         out.print(f"  {label}: {escape(str(value))}", soft_wrap=True, highlight=False)
     metrics = metrics_from_tags(tags)
     if metrics:
-        out.print("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False)
+        text_metrics = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        out.print(f"  metrics: {text_metrics}", highlight=False, soft_wrap=True)
     if text:
         out.print("\n[bold]model card[/]")
         out.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -65,6 +65,7 @@ def client(tracking_uri: str | None, *, must_exist: bool = False):
     if uri.startswith(("http://", "https://")):
         _probe_http(uri)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     import logging
 
