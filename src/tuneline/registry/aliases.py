@@ -209,13 +209,17 @@ def _write(c, name: str, before: _State, history: list[dict[str, Any]], extra_al
         PREVIOUS: versions[-2] if len(versions) >= 2 else None,
         **extra_aliases,
     }
+    done: list[str] = []  # what was written, so that a failure puts back only that
     try:
         for alias, version in wanted.items():
-            _set_alias(c, name, alias, version)
+            if before.aliases.get(alias) != version:
+                _set_alias(c, name, alias, version)
+                done.append(alias)
         c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(_trimmed(history)))
+        done.append(HISTORY_TAG)
         c.set_registered_model_tag(name, SEQ_TAG, str(before.seq + 1))
     except Exception as exc:  # noqa: BLE001
-        restored = _restore(c, name, before, list(wanted))
+        restored = _restore(c, name, before, done)
         raise RegistryError(
             f"the registry failed while moving aliases of {name!r}: {exc}",
             hint="nothing was changed; retry"
@@ -237,12 +241,13 @@ def _set_alias(c, name: str, alias: str, version: str | None) -> None:
         c.set_registered_model_alias(name, alias, version)
 
 
-def _restore(c, name: str, before: _State, aliases: list[str]) -> bool:
+def _restore(c, name: str, before: _State, done: list[str]) -> bool:
     try:
-        for alias in aliases:
-            _set_alias(c, name, alias, before.aliases.get(alias))
-        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(before.history))
-        c.set_registered_model_tag(name, SEQ_TAG, str(before.seq))
+        for what in reversed(done):
+            if what == HISTORY_TAG:
+                c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(before.history))
+            else:
+                _set_alias(c, name, what, before.aliases.get(what))
         return True
     except Exception as exc:  # noqa: BLE001
         log.error("could not restore the aliases of %s: %s", name, exc)
@@ -338,10 +343,13 @@ def promote(
                 hint=f'to override, record why: tuneline models promote {name} {v} --force --reason "..."',
             )
         _adopt(state)
-        if state.versions() and state.versions()[-1] == v and state.champion == v:
-            return AliasChange(
-                name, "unchanged", v, state.aliases.get(PREVIOUS), seq=state.seq, history=state.versions()
-            )
+        top = state.history[-1] if state.history else None
+        if top and top["version"] == v and state.champion == v:
+            if top.get("action") != "adopted":
+                return AliasChange(
+                    name, "unchanged", v, state.aliases.get(PREVIOUS), seq=state.seq, history=state.versions()
+                )
+            state.history.pop()  # a half-written earlier promote of this version: record it properly now
         who, when = user(), _now()
         entry: dict[str, Any] = {"version": v, "at": when, "by": who, "action": "promote"}
         tags = {"tuneline.promoted_at": when, "tuneline.promoted_by": who}
