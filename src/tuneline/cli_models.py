@@ -133,7 +133,8 @@ def rollback(
 # ------------------------------------------------------------------------- list / show
 @models_app.command("list")
 def list_versions(name: NameArg, tracking_uri: UriOpt = None) -> None:
-    """A table of versions: aliases, gate, headline metrics, data fingerprint, creation time."""
+    """A table of versions: aliases, gate, headline metrics, data fingerprint, creation time
+    (`models show` gives the rest)."""
     try:
         from tuneline.registry import aliases
         from tuneline.registry.lineage import metrics_from_tags
@@ -147,21 +148,24 @@ def list_versions(name: NameArg, tracking_uri: UriOpt = None) -> None:
     for alias, v in state.aliases.items():
         by_version.setdefault(str(v), []).append(alias)
     table = Table(title=f"{name}: registered versions", header_style="bold")
-    for col in ("version", "aliases", "gate", "metrics", "data fingerprint", "created", "run"):
-        table.add_column(col, overflow="fold")
+    table.add_column("version", justify="right", no_wrap=True)
+    table.add_column("aliases", no_wrap=True)
+    table.add_column("gate", no_wrap=True)
+    table.add_column("metrics (tuned)", overflow="fold")
+    table.add_column("data", no_wrap=True)
+    table.add_column("created", no_wrap=True)
     for mv in versions:
         tags = dict(mv.tags or {})
         metrics = metrics_from_tags(tags)
         primary = tags.get("tuneline.gate_primary")
-        keys = ([primary] if primary in metrics else []) + [k for k in metrics if k != primary][:2]
+        keys = ([primary] if primary in metrics else []) + [k for k in metrics if k != primary][:1]
         table.add_row(
             str(mv.version),
-            ", ".join(sorted(by_version.get(str(mv.version), []))) or "-",
+            "\n".join(sorted(by_version.get(str(mv.version), []))) or "-",
             _gate(tags),
-            ", ".join(f"{k} {metrics[k]:.3f}" for k in keys) or "-",
-            tags.get("tuneline.data_fingerprint", "-")[:16],
+            "\n".join(f"{k} {metrics[k]:.3f}" for k in keys) or "-",
+            tags.get("tuneline.data_fingerprint", "-")[:12],
             _when(mv.creation_timestamp),
-            tags.get("tuneline.run_id", "-"),
         )
     out.print(table)
     if state.history:
