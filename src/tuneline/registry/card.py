@@ -67,6 +67,15 @@ def _read_json(path) -> dict:
 
 
 def render_card(run: RunDir, *, name: str, version: str, tags: dict[str, str]) -> str:
+    return card_heading(name, version) + card_body(run, tags)
+
+
+def card_heading(name: str, version: str) -> str:
+    return f"# {name} — version {version}\n\n"
+
+
+def card_body(run: RunDir, tags: dict[str, str]) -> str:
+    """Everything but the heading (which needs the version number the registry assigns)."""
     summary = run.summary()
     prov = run.provenance()
     cfg = yaml.safe_load(run.config_file.read_text()) if run.config_file.is_file() else {}
@@ -81,7 +90,7 @@ def render_card(run: RunDir, *, name: str, version: str, tags: dict[str, str]) -
     task = report.get("task") or ev.get("task") or "unknown"
     labels = report.get("labels") or []
 
-    lines = [f"# {name} — version {version}", ""]
+    lines: list[str] = []
     verdict = "no gate was configured" if gate is None else ("passed" if gate["passed"] else "**FAILED**")
     lines += [
         f"Fine-tuned from `{base.get('id', '?')}` with tuneline ({train_cfg.get('method', 'lora')}) in run "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tuneline.config import Config, to_dict
 from tuneline.registry import store
 from tuneline.registry.aliases import set_challenger
-from tuneline.registry.card import CARD_ARTIFACT, render_card
+from tuneline.registry.card import CARD_ARTIFACT, card_body, card_heading
 from tuneline.registry.lineage import lineage_tags
 from tuneline.runs import RunDir, atomic_write_text
 
@@ -57,6 +57,10 @@ def run(cfg: Config, run: RunDir) -> Registration:
     for mv in client.search_model_versions(f"name = '{name}'"):
         if mv.tags.get("tuneline.run_id") == run.run_id and mv.tags.get("tuneline.run_dir") == str(run.path):
             log.info("run already registered as %s version %s", name, mv.version)
+            if mv.run_id and CARD_ARTIFACT not in {a.path for a in client.list_artifacts(mv.run_id)}:
+                # an earlier register stopped between creating the version and logging its card
+                card = card_heading(name, str(mv.version)) + card_body(run, dict(mv.tags))
+                client.log_text(mv.run_id, card, CARD_ARTIFACT)
             return _finish(run, Registration(name, str(mv.version), mv.run_id, shown_uri))
 
     # 2. An MLflow run with params, the training curve, eval metrics and the artifacts.
@@ -106,6 +110,7 @@ def run(cfg: Config, run: RunDir) -> Registration:
     if client.search_registered_models(f"name = '{name}'") == []:
         client.create_registered_model(name, description="Adapters fine-tuned with tuneline.")
     source = f"{client.get_run(rid).info.artifact_uri}/adapter"
+    body = card_body(run, tags)  # before the version exists: a card that cannot be written stops here
     gate = tags.get("tuneline.gate_passed")
     mv = client.create_model_version(
         name,
@@ -120,7 +125,7 @@ def run(cfg: Config, run: RunDir) -> Registration:
     log.info("registered %s version %s from %s", name, version, source)
 
     # 4. The model card, with the run's artifacts and beside the run; the version becomes the challenger.
-    card = render_card(run, name=name, version=version, tags=tags)
+    card = card_heading(name, version) + body
     atomic_write_text(run.path / CARD_ARTIFACT, card)
     client.log_text(rid, card, CARD_ARTIFACT)
     set_challenger(client, name, version)
