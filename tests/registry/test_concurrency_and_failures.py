@@ -169,3 +169,47 @@ def test_unreachable_registry_is_a_clear_error(two_versions, workdir):
     result = runner.invoke(app, ["models", "list", "tiny", "--tracking-uri", f"sqlite:///{missing}"])
     assert result.exit_code == 5 and "no MLflow store at" in result.output
     assert not missing.exists()
+
+
+def test_a_stale_lock_left_by_a_crashed_process_is_broken(two_versions, monkeypatch):
+    c = store.client(two_versions)
+    c.create_registered_model(f"tiny{al.LOCK_SUFFIX}", tags={"tuneline.lock_holder": "crashed pid 1"})
+    with pytest.raises(RegistryError, match="crashed pid 1"):
+        al.promote(c, "tiny", "1", lock_timeout=0.3)
+    monkeypatch.setattr(al, "LOCK_STALE_S", 0.0)  # as if it were ten minutes old
+    assert al.promote(c, "tiny", "1", lock_timeout=5).champion == "1"
+
+
+@pytest.mark.integration
+def test_two_promote_processes_at_once_end_consistent(two_versions, workdir):
+    """Two `tuneline models promote` processes started together on one SQLite store."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    commands = [
+        ["models", "promote", "tiny", "1"],
+        ["models", "promote", "tiny", "2", "--force", "--reason", "process race"],
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tuneline", *cmd],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for cmd in commands
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    codes = [p.returncode for p in procs]
+    assert all(code in (0, 5) for code in codes) and 0 in codes, outputs
+    for code, output in zip(codes, outputs, strict=True):
+        if code == 5:  # the loser may only fail with a clear registry error
+            assert "error:" in output and "Traceback" not in output, output
+    got_aliases, history, seq = _state(two_versions)
+    assert seq == codes.count(0) == len(history)
+    assert got_aliases["champion"] == history[-1]
+    assert got_aliases.get("previous-champion") == (history[-2] if len(history) > 1 else None)
