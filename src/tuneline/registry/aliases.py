@@ -322,7 +322,7 @@ def promote(
 ) -> AliasChange:
     """Move ``champion`` to ``version`` (default: the challenger) if its gate passed, or with ``force``
     and a ``reason`` (recorded on the version with who and when)."""
-    reason = (reason or "").strip() or None
+    reason = (reason or "").strip()[:4000] or None  # registry tag values are limited
     if force and not reason:
         raise RegistryError(
             "a forced promotion needs a reason", hint='add --reason "why this version goes live anyway"'
@@ -354,7 +354,7 @@ def promote(
         entry: dict[str, Any] = {"version": v, "at": when, "by": who, "action": "promote"}
         tags = {"tuneline.promoted_at": when, "tuneline.promoted_by": who}
         if gate != "true":
-            entry.update(action="forced", reason=reason)
+            entry.update(action="forced", reason=(reason or "")[:300])
             tags.update(
                 {
                     "tuneline.forced_promotion": "true",
@@ -365,7 +365,7 @@ def promote(
                 }
             )
         elif reason:
-            entry["reason"] = reason
+            entry["reason"] = reason[:300]
             tags["tuneline.promotion_reason"] = reason
         history = [*state.history, entry]
         # The challenger became the champion: it is no longer a challenger.
@@ -395,7 +395,7 @@ def rollback(c, name: str, *, reason: str | None = None, lock_timeout: float = 3
         who, when = user(), _now()
         tags = {"tuneline.rolled_back_at": when, "tuneline.rolled_back_by": who}
         if reason:
-            tags["tuneline.rollback_reason"] = reason
+            tags["tuneline.rollback_reason"] = reason[:4000]
         with _version_tags(c, name, gone, tags):
             wanted = _write(c, name, state, state.history[:-1], {})
         after = _verify(c, name, wanted, state.seq + 1)
