@@ -133,8 +133,7 @@ def rollback(
 # ------------------------------------------------------------------------- list / show
 @models_app.command("list")
 def list_versions(name: NameArg, tracking_uri: UriOpt = None) -> None:
-    """A table of versions: aliases, gate, headline metrics, data fingerprint, creation time
-    (`models show` gives the rest)."""
+    """A table of versions: aliases, gate, headline metrics, data fingerprint, creation time."""
     try:
         from tuneline.registry import aliases
         from tuneline.registry.lineage import metrics_from_tags
@@ -221,8 +220,12 @@ def show(
 
 # ------------------------------------------------------------------------- export
 def export_command(
-    ref: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/VERSION or models:/NAME@ALIAS.")],
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write (must not exist, or be empty).")],
+    ref: Annotated[
+        str, typer.Argument(help="NAME@ALIAS, NAME/VERSION or models:/NAME@ALIAS.", metavar="REF")
+    ],
+    out_dir: Annotated[
+        Path, typer.Argument(help="Folder to write (must not exist, or be empty).", metavar="OUT")
+    ],
     fmt: Annotated[
         str,
         typer.Option("--format", help="merged (base + adapter, one model) or adapter (adapter + pointer)."),
