@@ -202,6 +202,15 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
                 row.append(_num(value) + _ci((entry.get("ci") or {}).get(metric)))
             rows.append(row)
         lines += _table(["metric", *names], rows)
+        th = report.get("threshold") or {}
+        tuned_t = (th.get("per_model") or {}).get("tuned")
+        if tuned_t is not None:
+            lines += [
+                "",
+                f"Decision threshold of the tuned model: {_num(tuned_t, '.4g')} (chosen on the "
+                f"{th.get('split') or 'val'} split by {th.get('method')}; positive class "
+                f"`{report.get('positive')}`).",
+            ]
         comps = [c for c in report.get("comparisons") or [] if c.get("metric") == report.get("primary")]
         if comps:
             lines += ["", f"Paired comparisons on {report.get('primary')} (tuned − other):", ""]
@@ -232,10 +241,11 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
                 other = per_model.get("base") or {}
                 rows.append([value, tuned.get("n", "?"), _num(tuned.get(primary)), _num(other.get(primary))])
             lines += [f"By `{column}` ({primary}):", ""]
-            lines += _table(["value", "n", "tuned", "base"], rows)
+            if rows:
+                lines += [*_table(["value", "n", "tuned", "base"], rows), ""]
             if entry.get("too_small"):
                 small = ", ".join(f"{k} (n={v})" for k, v in entry["too_small"].items())
-                lines += ["", f"Too small to score: {small}."]
+                lines += [f"Too small to score: {small}."]
             lines.append("")
 
     lines += ["", "## Gate", ""]
