@@ -456,6 +456,11 @@ data:
 # serve, serve report, monitor drift / profile (tuneline.cli_serve)
 __import__("tuneline.cli_serve", fromlist=["register"]).register(app)
 
+from tuneline.cli_models import export_command, models_app  # noqa: E402 - registry commands
+
+app.add_typer(models_app, name="models")
+app.command("export")(export_command)
+
 
 def _quiet_libraries() -> None:
     """Our own progress bars and summaries replace the libraries' chatter on the console."""

@@ -245,12 +245,13 @@ def load_model(
     quantize_4bit: bool = False,
     folder: Path | None = None,
     labels: list[str] | None = None,
+    allow_pickle: bool = False,
 ):
     """Load the base model (or a full fine-tune in ``folder``) with the family's Auto class.
 
     ``quantize_4bit``: nf4 weights through bitsandbytes (QLoRA); the family's vision side and LM head
     stay in ``dtype``. ``labels``: the classes of a classifier family, in order (class index = position);
-    a head the checkpoint lacks is initialised from the current torch seed.
+    a head the checkpoint lacks is initialised from the current torch seed. Weights load only from safetensors unless ``allow_pickle`` (never unpickle by default).
     """
     import transformers
 
@@ -276,7 +277,9 @@ def load_model(
         )
     source = folder or resolved.folder
     try:
-        return auto.from_pretrained(source, dtype=torch_dtype(dtype), use_safetensors=True, **kwargs)
+        return auto.from_pretrained(
+            source, dtype=torch_dtype(dtype), use_safetensors=None if allow_pickle else True, **kwargs
+        )
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load model from {source}: {exc}") from exc
 
