@@ -204,3 +204,12 @@ def test_check_codes_in_schema_match_the_checks():
     from tuneline.data.findings import CHECKS
 
     assert set(typing.get_args(CheckCode)) == set(CHECKS)
+
+
+def test_config_hash_ignores_deployment_sections_but_not_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path, MINIMAL)
+    base = config_hash(load_config(path, env={}))
+    served = load_config(path, ["serve.salt=other", "serve.traffic={champion: 50, challenger: 50}"], env={})
+    assert served.serve.salt == "other" and config_hash(served) == base
+    assert config_hash(load_config(path, ["train.max_steps=7"], env={})) != base

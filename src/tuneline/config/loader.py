@@ -408,5 +408,12 @@ def to_yaml(config: Config) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
 
 
+# Sections that say where and how a trained model is deployed or launched, not what a run produces:
+# left out of the config hash, so editing them neither starts a new run nor changes a version's lineage.
+DEPLOYMENT_SECTIONS = ("serve", "launch")
+
+
 def config_hash(config: Config) -> str:
-    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()
+    """sha256 of the resolved config (secrets as their ${ENV} templates), without deployment sections."""
+    d = {k: v for k, v in to_dict(config).items() if k not in DEPLOYMENT_SECTIONS}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()

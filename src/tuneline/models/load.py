@@ -251,7 +251,8 @@ def load_model(
 
     ``quantize_4bit``: nf4 weights through bitsandbytes (QLoRA); the family's vision side and LM head
     stay in ``dtype``. ``labels``: the classes of a classifier family, in order (class index = position);
-    a head the checkpoint lacks is initialised from the current torch seed. Weights load only from safetensors unless ``allow_pickle`` (never unpickle by default).
+    a head the checkpoint lacks is initialised from the current torch seed. Weights load only from
+    safetensors unless ``allow_pickle`` (never unpickle by default).
     """
     import transformers
 
