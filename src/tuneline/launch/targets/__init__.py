@@ -1,0 +1,56 @@
+"""Launch targets, one module each, registered by name. Modules import their cloud client lazily.
+
+Each module provides:
+    render(spec) -> Rendered                      the engine's job object(s), as official client types
+    submit(spec, rendered) -> Submitted           submit with the engine's client; id + console link
+    status(ref) -> dict, logs(ref) -> str, cancel(ref) -> str      for ``tuneline jobs``
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+REGISTRY: dict[str, str] = {
+    "local": "tuneline.launch.targets.local",
+    "torchrun": "tuneline.launch.targets.torchrun",
+    "gcp-batch": "tuneline.launch.targets.gcp_batch",
+    "vertex": "tuneline.launch.targets.vertex",
+    "gke": "tuneline.launch.targets.gke",
+    "skypilot": "tuneline.launch.targets.skypilot",
+}
+
+
+def get_target(name: str) -> ModuleType:
+    return importlib.import_module(REGISTRY[name])
+
+
+@dataclass
+class Rendered:
+    """A rendered job: ``documents`` are wire dicts (JSON-ready), ``objects`` the client's own types."""
+
+    kind: str
+    documents: list[dict[str, Any]]
+    objects: list[Any] = field(default_factory=list)
+    fmt: str = "json"  # json or yaml
+    notes: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        if self.fmt == "yaml":
+            import yaml
+
+            return "---\n".join(
+                yaml.safe_dump(d, sort_keys=False, default_flow_style=False, width=100)
+                for d in self.documents
+            )
+        body = self.documents[0] if len(self.documents) == 1 else self.documents
+        return json.dumps(body, indent=2, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    ref: str  # "<target>:<engine id>", what `tuneline jobs` takes
+    console: str | None = None
