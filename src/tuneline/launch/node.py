@@ -122,6 +122,11 @@ def run_node(a: NodeArgs) -> int:
         else:
             from tuneline.training.distributed import launch
 
+            # The agents' shared TCP store lives on whichever node was rank 0 in the first round (the
+            # first to join, maybe not node 0): losing that node would strand the others. Without the
+            # sharing, every round takes its addresses from the rendezvous store that node 0 hosts.
+            os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+
             worker = ["-m", "tuneline.cli", "train", str(a.config), "--run-dir", str(rd.path)]
             for item in overrides:
                 worker += ["--set", item]
