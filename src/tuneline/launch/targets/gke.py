@@ -112,7 +112,9 @@ def _pod_template(spec: LaunchSpec, master: str):
         env.append(
             k.V1EnvVar(
                 name=name,
-                value_from=k.V1EnvVarSource(secret_key_ref=k.V1SecretKeySelector(name=secret, key=key or name)),
+                value_from=k.V1EnvVarSource(
+                    secret_key_ref=k.V1SecretKeySelector(name=secret, key=key or name)
+                ),
             )
         )
     limits = {"nvidia.com/gpu": str(spec.gpus_per_node)} if spec.gpu else None
@@ -151,7 +153,9 @@ def _pod_template(spec: LaunchSpec, master: str):
     if lc.spot:
         selector["cloud.google.com/gke-spot"] = "true"
         tolerations.append(
-            k.V1Toleration(key="cloud.google.com/gke-spot", operator="Equal", value="true", effect="NoSchedule")
+            k.V1Toleration(
+                key="cloud.google.com/gke-spot", operator="Equal", value="true", effect="NoSchedule"
+            )
         )
     annotations = {"gke-gcsfuse/volumes": "true"} if not gke.volume_claim else None
     return k.V1PodTemplateSpec(
@@ -225,7 +229,11 @@ def build_jobset(spec: LaunchSpec) -> dict:
                 "maxRestarts": spec.launch.max_retries,
                 "rules": [
                     # exit 1-7: the pod failure policy failed the Job; a retry cannot help
-                    {"name": "notRetryable", "action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]},
+                    {
+                        "name": "notRetryable",
+                        "action": "FailJobSet",
+                        "onJobFailureReasons": ["PodFailurePolicy"],
+                    },
                 ],
             },
             "replicatedJobs": [
@@ -268,7 +276,9 @@ def render(spec: LaunchSpec) -> Rendered:
     from kubernetes import client as k
 
     if spec.bucket.protocol != "gs" and not spec.launch.gke.volume_claim:
-        raise ConfigError(["launch.gke.volume_claim: only gs:// buckets mount without a PersistentVolumeClaim"])
+        raise ConfigError(
+            ["launch.gke.volume_claim: only gs:// buckets mount without a PersistentVolumeClaim; set one"]
+        )
     if spec.launch.gke.kind == "jobset":
         body = build_jobset(spec)
         return Rendered(kind="JobSet", documents=[body], objects=[body], fmt="yaml")
@@ -306,7 +316,9 @@ def submit(spec: LaunchSpec, rendered: Rendered) -> Submitted:
         k.CoreV1Api(api).create_namespaced_service(ns, service, _headers=JSON)
         k.BatchV1Api(api).create_namespaced_job(ns, job, _headers=JSON)
         ref = f"{PREFIX}:job/{ns}/{spec.job_id}"
-    console = f"https://console.cloud.google.com/kubernetes/workload/overview?pageState=(savedViews:(n:!('{ns}')))"
+    console = (
+        f"https://console.cloud.google.com/kubernetes/workload/overview?pageState=(savedViews:(n:!('{ns}')))"
+    )
     return Submitted(ref, console)
 
 
@@ -324,22 +336,25 @@ def status(ref: str) -> dict:
         obj = k.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
         st = obj.get("status") or {}
         conditions = {c["type"]: c["status"] for c in st.get("conditions", [])}
-        state = st.get("terminalState") or (
-            "Completed" if conditions.get("Completed") == "True" else "Failed" if conditions.get("Failed") == "True"
-            else "Running"
-        )
+        state = st.get("terminalState") or _state(conditions, "Completed")
         return {"job": ref, "state": state, "restarts": st.get("restarts", 0), "conditions": conditions}
     job = k.BatchV1Api(api).read_namespaced_job_status(name, ns)
     st = job.status
     conditions = {c.type: c.status for c in (st.conditions or [])}
-    state = "Completed" if conditions.get("Complete") == "True" else "Failed" if conditions.get("Failed") == "True"
+    state = _state(conditions, "Complete")
     return {
         "job": ref,
-        "state": state or "Running",
+        "state": state,
         "active": st.active or 0,
         "succeeded": st.succeeded or 0,
         "failed": st.failed or 0,
     }
+
+
+def _state(conditions: dict[str, str], done: str) -> str:
+    if conditions.get(done) == "True":
+        return "Completed"
+    return "Failed" if conditions.get("Failed") == "True" else "Running"
 
 
 def logs(ref: str) -> str:
