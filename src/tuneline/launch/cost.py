@@ -172,7 +172,7 @@ def render(p: CostPreview) -> str:
     lines = [
         f"cost preview: {p.accelerators} x {p.accelerator}{' (spot)' if p.spot else ''}, "
         f"{num(p.steps, 'd')} steps ({p.steps_source})",
-        f"  ~{num(p.hours, '.2f')} h wall-clock, {num(p.accelerator_hours, '.2f')} accelerator-hours x "
+        f"  ~{num(p.hours, '.3g')} h wall-clock, {num(p.accelerator_hours, '.3g')} accelerator-hours x "
         f"{p.price_per_hour:.2f}/h ({p.price_source}) = {num(p.cost, '.2f')}",
     ]
     if p.fits is not None:

@@ -40,12 +40,7 @@ class Rendered:
 
     def text(self) -> str:
         if self.fmt == "yaml":
-            import yaml
-
-            return "---\n".join(
-                yaml.safe_dump(d, sort_keys=False, default_flow_style=False, width=100)
-                for d in self.documents
-            )
+            return "---\n".join(to_yaml(d) for d in self.documents)
         body = self.documents[0] if len(self.documents) == 1 else self.documents
         return json.dumps(body, indent=2, sort_keys=True) + "\n"
 
@@ -54,3 +49,18 @@ class Rendered:
 class Submitted:
     ref: str  # "<target>:<engine id>", what `tuneline jobs` takes
     console: str | None = None
+
+
+def to_yaml(doc: dict[str, Any]) -> str:
+    """YAML with multi-line strings (scripts) as literal blocks."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper, value: str):
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump(doc, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=1000)

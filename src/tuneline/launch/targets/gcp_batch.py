@@ -124,7 +124,9 @@ def render(spec: LaunchSpec) -> Rendered:
     from google.cloud import batch_v1 as b
 
     job = build_job(spec)
-    doc = json.loads(b.Job.to_json(job, preserving_proto_field_name=False))
+    doc = json.loads(
+        b.Job.to_json(job, use_integers_for_enums=False, always_print_fields_with_no_presence=False)
+    )
     notes = [f"parent projects/{spec.launch.project}/locations/{spec.launch.region}, job id {spec.job_id}"]
     return Rendered(kind="batch_v1.Job", documents=[doc], objects=[job], notes=notes)
 

@@ -172,7 +172,14 @@ def _pod_template(spec: LaunchSpec, master: str):
     )
 
 
-def _job_spec(spec: LaunchSpec, master: str, *, backoff: int, subdomain: str | None = None):
+def _job_spec(
+    spec: LaunchSpec,
+    master: str,
+    *,
+    backoff: int,
+    subdomain: str | None = None,
+    replace_preempted: bool = False,
+):
     from kubernetes import client as k
 
     from tuneline.launch.spec import RETRYABLE_EXIT
@@ -180,28 +187,35 @@ def _job_spec(spec: LaunchSpec, master: str, *, backoff: int, subdomain: str | N
     template = _pod_template(spec, master)
     if subdomain:
         template.spec.subdomain = subdomain
+    rules = [
+        k.V1PodFailurePolicyRule(
+            action="FailJob",
+            on_exit_codes=k.V1PodFailurePolicyOnExitCodesRequirement(
+                container_name=CONTAINER, operator="In", values=NOT_RETRYABLE
+            ),
+        ),
+        k.V1PodFailurePolicyRule(
+            action="Count",
+            on_exit_codes=k.V1PodFailurePolicyOnExitCodesRequirement(
+                container_name=CONTAINER, operator="In", values=[RETRYABLE_EXIT]
+            ),
+        ),
+    ]
+    if replace_preempted:  # a pod evicted with its (spot) node is replaced without using up a retry
+        rules.insert(
+            0,
+            k.V1PodFailurePolicyRule(
+                action="Ignore",
+                on_pod_conditions=[k.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget")],
+            ),
+        )
     return k.V1JobSpec(
         completion_mode="Indexed",
         completions=spec.nodes,
         parallelism=spec.nodes,
         backoff_limit=backoff,
         active_deadline_seconds=spec.launch.max_run_time,
-        pod_failure_policy=k.V1PodFailurePolicy(
-            rules=[
-                k.V1PodFailurePolicyRule(
-                    action="FailJob",
-                    on_exit_codes=k.V1PodFailurePolicyOnExitCodesRequirement(
-                        container_name=CONTAINER, operator="In", values=NOT_RETRYABLE
-                    ),
-                ),
-                k.V1PodFailurePolicyRule(
-                    action="Count",
-                    on_exit_codes=k.V1PodFailurePolicyOnExitCodesRequirement(
-                        container_name=CONTAINER, operator="In", values=[RETRYABLE_EXIT]
-                    ),
-                ),
-            ]
-        ),
+        pod_failure_policy=k.V1PodFailurePolicy(rules=rules),
         template=template,
     )
 
@@ -256,7 +270,9 @@ def build_indexed_job(spec: LaunchSpec):
         api_version="batch/v1",
         kind="Job",
         metadata=k.V1ObjectMeta(name=name, namespace=spec.launch.gke.namespace, labels=labels),
-        spec=_job_spec(spec, master, backoff=spec.launch.max_retries * spec.nodes, subdomain=name),
+        spec=_job_spec(
+            spec, master, backoff=spec.launch.max_retries * spec.nodes, subdomain=name, replace_preempted=True
+        ),
     )
     service = k.V1Service(
         api_version="v1",

@@ -74,7 +74,9 @@ def render(spec: LaunchSpec) -> Rendered:
     from google.cloud import aiplatform_v1 as a
 
     job = build_job(spec)
-    doc = json.loads(a.CustomJob.to_json(job, preserving_proto_field_name=False))
+    doc = json.loads(
+        a.CustomJob.to_json(job, use_integers_for_enums=False, always_print_fields_with_no_presence=False)
+    )
     notes = [f"parent projects/{spec.launch.project}/locations/{spec.launch.region}"]
     if spec.launch.max_retries:
         notes.append(
