@@ -48,6 +48,8 @@ def render(spec: LaunchSpec) -> Rendered:
             spec.config_in_container,
             "--run-dir",
             spec.run_dir_in_container,
+            "--set",
+            f"run.output_dir={spec.mount}/runs",
         ]
         launcher = ["torchrun", *torchrun_argv(args, worker)[3:]]
         nodes.append(
