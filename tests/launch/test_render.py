@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 from pathlib import Path
 
@@ -278,4 +277,3 @@ def test_cli_dry_run_writes_and_prints_the_spec_and_the_cost(cloud_config, workd
     assert cost["cost"] == pytest.approx(cost["accelerator_hours"] * 1.0)
     assert "cost preview: 2 x A100-40GB (spot)" in result.stderr
     assert not any(workdir.glob("**/jobs/demo/config.yaml"))  # a dry run stages nothing
-    assert shlex  # (imported for the shell helpers above)
