@@ -314,7 +314,8 @@ def api_client(context: str | None = None):
         from kubernetes import client
 
         return client.ApiClient()
-    return config.new_client_from_config(context=context)
+    # KUBECONFIG is read now, not when the kubernetes package was imported
+    return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"), context=context)
 
 
 def submit(spec: LaunchSpec, rendered: Rendered) -> Submitted:
