@@ -89,7 +89,11 @@ def vertex_cluster(env: dict[str, str]) -> tuple[int, str] | None:
 def run_node(a: NodeArgs) -> int:
     from tuneline.config import load_config
     from tuneline.runs import RunDir
-    from tuneline.stages.pipeline import preflight, run_stage
+
+    def run_stage(name, cfg, rd, report):  # the stages import torch & co.: only where they run
+        from tuneline.stages.pipeline import run_stage
+
+        return run_stage(name, cfg, rd, report=report)
 
     a.workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(a.workdir)  # .tuneline/ (snapshots, default MLflow store) lives in the bucket
@@ -100,6 +104,8 @@ def run_node(a: NodeArgs) -> int:
     path = output_dir / cfg.run.name / a.job_id
 
     if a.node_rank == 0:
+        from tuneline.stages.pipeline import preflight
+
         preflight(cfg)
         if not (path / "summary.json").is_file():
             if path.exists():  # an attempt died between mkdir and its first summary

@@ -362,7 +362,11 @@ def stage_config(spec: LaunchSpec) -> str:
             f"cannot write to {spec.bucket.url}: {exc}",
             hint="install the fsspec driver of the bucket (gcsfs for gs://, s3fs for s3://)",
         ) from exc
+    import secrets
+
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "w") as fh:
+    tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+    with fs.open(tmp, "w") as fh:  # then one rename: a node (re)starting meanwhile never reads half a file
         fh.write(to_yaml(spec.cfg))
+    fs.mv(tmp, path)
     return spec.config_url
