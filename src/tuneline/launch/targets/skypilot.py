@@ -59,7 +59,7 @@ def build_task(spec: LaunchSpec) -> dict:
         task["file_mounts"] = {spec.mount: {"source": spec.bucket.url, "mode": "MOUNT"}}
     if not lc.image:
         task["workdir"] = "."
-        task["setup"] = "pip install -c constraints.txt -e '.[gpu]'\n"
+        task["setup"] = "pip install -c constraints.txt -e .\n"
     task["run"] = run
     return task
 
