@@ -179,4 +179,4 @@ def logs(ref: str) -> str:
 
 def cancel(ref: str) -> str:
     client().cancel_job(name=_name(ref))
-    return f"cancellation requested for {_name(ref)} (running tasks get SIGTERM and checkpoint)"
+    return f"cancellation requested for {_name(ref)}"
