@@ -63,7 +63,7 @@ def launch(
         (folder / "cost.json").write_text(json.dumps(preview.as_dict(), indent=2) + "\n")
         if dry_run:
             sys.stdout.write(rendered.text())
-        for note in rendered.notes:
+        for note in (*spec.notes, *rendered.notes):
             err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
         err.print(cost.render(preview), highlight=False, soft_wrap=True)
         err.print(f"spec: {spec_file}")

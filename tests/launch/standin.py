@@ -69,6 +69,6 @@ def serve() -> tuple[StandIn, ThreadingHTTPServer]:
         do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _handle
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     return state, server

@@ -276,4 +276,5 @@ def test_cli_dry_run_writes_and_prints_the_spec_and_the_cost(cloud_config, workd
     assert cost["steps"] == 1000 and cost["accelerator_hours"] > 0
     assert cost["cost"] == pytest.approx(cost["accelerator_hours"] * 1.0)
     assert "cost preview: 2 x A100-40GB (spot)" in result.stderr
+    assert "is not under the bucket's mount /gcs/acme-tuneline/runs" in result.stderr  # local data
     assert not any(workdir.glob("**/jobs/demo/config.yaml"))  # a dry run stages nothing

@@ -156,6 +156,7 @@ class LaunchSpec:
     bucket: Bucket
     mount: str  # where the bucket is seen inside the container / on the node
     config_url: str  # where the launcher stages the resolved config (in the bucket)
+    notes: tuple[str, ...] = ()  # things to check before submitting
 
     @property
     def launch(self) -> LaunchConfig:
@@ -294,7 +295,7 @@ def build_spec(cfg: Config, target: str, *, job_id: str | None = None) -> Launch
             problems.append(f"launch.region: {target} needs a region, e.g. us-central1")
     if gpu is not None and target in ("gcp-batch", "vertex", "gke") and not gpu.gce:
         problems.append(f"launch.accelerator: {gpu.name} is not offered on Google Cloud")
-    if target in ("local", "torchrun") and lc.nodes > 1 and target == "local":
+    if target == "local" and lc.nodes > 1:
         problems.append("launch.nodes: the local target runs one node; use --target torchrun for several")
     url = lc.bucket or ("." if target in ("local", "torchrun") else None)
     bucket = None
@@ -333,7 +334,17 @@ def build_spec(cfg: Config, target: str, *, job_id: str | None = None) -> Launch
     else:
         mount = MOUNTS[target]
     job = job_name(job_id) if job_id else default_job_id(cfg)
+    notes = []
+    if target not in ("local", "torchrun"):
+        for src in cfg.data.sources:
+            for path in (src.path, getattr(src, "image_dir", None)):
+                if path is not None and not str(path).startswith(mount.rstrip("/") + "/"):
+                    notes.append(
+                        f"data source {path} is not under the bucket's mount {mount}: the container must "
+                        "see it at that path (keep data in the bucket, or build it into the image)"
+                    )
     return LaunchSpec(
+        notes=tuple(notes),
         target=target,
         job_id=job,
         cfg=cfg,
