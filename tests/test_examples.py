@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("quickstart", ["shapes", "--n", "400"]),
         ("digits", ["digits", "--n", "600"]),
         ("melanoma", ["dermoscopy", "--n", "60", "--size", "128", "--prevalence", "0.1"]),
+        ("text-classification", ["reviews", "--n", "240"]),  # the real MiniLM encoder (22.7M parameters)
     ],
 )
 def test_example_runs_end_to_end(example, synth, workdir):
@@ -48,3 +49,10 @@ def test_example_runs_end_to_end(example, synth, workdir):
     if example == "melanoma":  # patient-grouped data: CIs resample patients; threshold chosen on val
         assert report["grouped_by"] == "group" and report["models"]["tuned"]["ci_unit"] == "groups"
         assert report["threshold"]["method"] == "sensitivity" and report["slices"]
+    if example == "text-classification":  # an encoder family: head probabilities, no generation
+        assert report["gate"]["against"] == "embedding_logreg" and report["grouped_by"] == "group"
+        assert "untrained classification head" in report["models"]["base"]["note"]
+        assert all(report["models"][m]["invalid_label_rate"] is None for m in ("base", "tuned"))
+        base_model = json.loads((run_dir / "provenance.json").read_text())["base_model"]
+        assert base_model["kind"] == "package" and base_model["package"]["version"] == "0.1.0"
+        assert summary["train"]["labels"] == ["negative", "positive"]

@@ -376,9 +376,11 @@ def data_prepare(config: ConfigArg, set_: SetOpt = None) -> None:
 
 @data_app.command("synth")
 def data_synth(
-    kind: Annotated[str, typer.Argument(help="Dataset to generate: shapes, dermoscopy or digits.")],
+    kind: Annotated[str, typer.Argument(help="Dataset to generate: shapes, dermoscopy, digits or reviews.")],
     out_dir: Annotated[Path, typer.Argument(help="Folder to write into.")],
-    n: Annotated[int | None, typer.Option(help="Records (shapes, digits) or patients (dermoscopy).")] = None,
+    n: Annotated[
+        int | None, typer.Option(help="Records (shapes, digits, reviews) or patients (dermoscopy).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     prevalence: Annotated[float, typer.Option(help="dermoscopy: fraction of malignant lesions.")] = 0.05,
     size: Annotated[int | None, typer.Option(help="Image side in pixels.")] = None,
@@ -390,13 +392,15 @@ def data_synth(
     ] = False,
 ) -> None:
     """Generate a synthetic dataset (deterministic for a seed)."""
-    from tuneline.data.synth import dermoscopy, digits, shapes
+    from tuneline.data.synth import dermoscopy, digits, reviews, shapes
 
     try:
         if kind == "shapes":
             path = shapes.generate(out_dir, n=n or 800, seed=seed, **({"size": size} if size else {}))
         elif kind == "digits":
             path = digits.generate(out_dir, seed=seed, n=n, **({"size": size} if size else {}))
+        elif kind == "reviews":
+            path = reviews.generate(out_dir, n=n or 2000, seed=seed)
         elif kind == "dermoscopy":
             path = dermoscopy.generate(
                 out_dir,
@@ -410,7 +414,7 @@ def data_synth(
                 _write_defects_config(out_dir)
         else:
             raise TunelineError(
-                f"unknown synthetic dataset {kind!r}", hint="choose shapes, dermoscopy or digits"
+                f"unknown synthetic dataset {kind!r}", hint="choose shapes, dermoscopy, digits or reviews"
             )
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from exc
@@ -447,6 +451,15 @@ data:
   split: {strategy: predefined}
   max_seq_length: 256
 """
+
+
+# serve, serve report, monitor drift / profile (tuneline.cli_serve)
+__import__("tuneline.cli_serve", fromlist=["register"]).register(app)
+
+from tuneline.cli_models import export_command, models_app  # noqa: E402 - registry commands
+
+app.add_typer(models_app, name="models")
+app.command("export")(export_command)
 
 
 def _quiet_libraries() -> None:

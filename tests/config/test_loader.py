@@ -53,8 +53,8 @@ def test_cli_validate_exits_2_and_prints_every_problem(tmp_path):
 
 
 def test_unknown_top_level_key_lists_sections(tmp_path):
-    (msg,) = problems(write_config(tmp_path, MINIMAL + "serve: {}\n"))
-    assert "serve: unknown key" in msg and "allowed keys here:" in msg and "registry" in msg
+    (msg,) = problems(write_config(tmp_path, MINIMAL + "deploy: {}\n"))
+    assert "deploy: unknown key" in msg and "allowed keys here:" in msg and "registry" in msg
 
 
 def test_missing_required_key_and_missing_file(tmp_path):

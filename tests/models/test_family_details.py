@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.models.test_families import _record
+from tests.models.test_families import CHAT_FAMILIES, _record
 from tuneline.config.schema import ModelConfig
-from tuneline.models.families import family_names, get_family
+from tuneline.models.families import get_family
 from tuneline.models.load import load_model, load_processor, resolve_base
 from tuneline.training.collate import IGNORE, ChatCollator
 from tuneline.training.loss import answer_only_loss
@@ -22,7 +22,7 @@ def red(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("name", family_names())
+@pytest.mark.parametrize("name", CHAT_FAMILIES)  # chat models: answer tokens
 def test_padded_batch_trains_on_answers_and_generates(name, red):
     resolved = resolve_base(ModelConfig(base=f"tiny:{name}"))
     processor = load_processor(resolved)

@@ -6,16 +6,16 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.models.test_families import CHAT_FAMILIES
 from tuneline.config.schema import ModelConfig, TrainConfig
 from tuneline.data.records import Record
-from tuneline.models.families import family_names
 from tuneline.models.load import load_model, load_processor, resolve_base
 from tuneline.training.adapters import prepare_for_training
 from tuneline.training.collate import ChatCollator
 from tuneline.training.loss import answer_only_loss
 
 
-@pytest.mark.parametrize("name", family_names())
+@pytest.mark.parametrize("name", CHAT_FAMILIES)  # chat models: answer tokens
 def test_answer_only_loss_and_grads_equal_full_logits(name, tmp_path):
     resolved = resolve_base(ModelConfig(base=f"tiny:{name}"))
     processor = load_processor(resolved)

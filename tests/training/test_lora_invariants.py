@@ -69,3 +69,93 @@ def test_metrics_and_checkpoints_written(trained):
     ]
     summary = run.summary()
     assert summary["train"]["steps"] == 6 and summary["stages"] == ["prepare", "train"]
+
+
+# The same invariants for a classifier family (tiny bert): LoRA on the encoder, the head trained in full.
+ENCODER_RUN = """
+run: {{name: encoder, seed: 0}}
+model: {{base: "tiny:bert"}}
+data:
+  sources: [{{type: jsonl, path: "{data}"}}]
+  split: {{strategy: stratified_group}}
+  max_seq_length: 32
+  checks: {{actions: {{token_budget_exceeded: warn}}}}
+train:
+  learning_rate: 2.0e-3
+  batch_size: 8
+  max_steps: 6
+  logging_steps: 2
+  save_steps: 3
+  class_balance: loss
+eval: {{gate: {{enabled: false}}}}
+registry: {{enabled: false}}
+"""
+
+
+@pytest.fixture(scope="module")
+def trained_encoder(tmp_path_factory):
+    from tests.conftest import write_config
+    from tuneline.data.synth.reviews import generate
+
+    folder = tmp_path_factory.mktemp("encoder")
+    data = generate(folder / "data", n=80, seed=5)
+    path = write_config(folder, ENCODER_RUN.format(data=data))
+    cfg = load_config(path, [f"run.output_dir={folder / 'runs'}"])
+    base = resolve_base(cfg.model)
+    before = folder_content_hash(base.folder)
+    run = RunDir.create(cfg, path)
+    run_stage("prepare", cfg, run)
+    run_stage("train", cfg, run)
+    return cfg, run, base, before
+
+
+def test_encoder_adapter_holds_lora_and_the_head(trained_encoder):
+    _, run, base, before = trained_encoder
+    assert folder_content_hash(base.folder) == before
+    weights = load_file(run.adapter_dir / "adapter_model.safetensors")
+    assert all("lora_" in k or ".classifier." in k for k in weights)
+    assert {k for k in weights if "lora_" not in k} == {
+        "base_model.model.classifier.weight",
+        "base_model.model.classifier.bias",
+    }
+    assert run.summary()["train"]["labels"] == ["negative", "positive"]
+
+
+def test_encoder_frozen_weights_unchanged_head_and_adapters_trained(trained_encoder):
+    from transformers import set_seed
+
+    cfg, run, base, _ = trained_encoder
+    labels = ["negative", "positive"]
+    set_seed(cfg.run.seed)  # the head training started from, as the train stage drew it
+    reference = {k: v.clone() for k, v in load_model(base, labels=labels).state_dict().items()}
+    set_seed(cfg.run.seed)
+    tuned = PeftModel.from_pretrained(load_model(base, labels=labels), run.adapter_dir)
+    compared = 0
+    for name, param in tuned.base_model.model.named_parameters():
+        if "lora_" in name or "modules_to_save" in name:
+            continue
+        key = name.replace(".base_layer", "").replace(".original_module", "")
+        assert torch.equal(param, reference[key]), f"frozen weight {name} changed"
+        compared += 1
+    assert compared > 30
+    assert all(p.abs().sum() > 0 for n, p in tuned.named_parameters() if "lora_B" in n)
+    head = tuned.base_model.model.classifier.modules_to_save["default"]
+    assert not torch.equal(head.weight, reference["classifier.weight"])
+
+
+def test_encoder_resumes_to_the_same_weights(trained_encoder, tmp_path):
+    """Checkpoints and resume follow the chat models' Trainer path: from step 3 it ends where 0 -> 6 did."""
+    import shutil
+
+    from tuneline.stages import train
+
+    cfg, run, _, _ = trained_encoder
+    copy = RunDir.open(shutil.copytree(run.path, tmp_path / "copy"))
+    shutil.rmtree(copy.adapter_dir)
+    shutil.rmtree(copy.checkpoints_dir / "checkpoint-6")
+    train.run(cfg, copy)
+    assert [m for m in copy.metrics() if m.get("event") == "resume"][-1]["checkpoint"] == "checkpoint-3"
+    first = load_file(run.adapter_dir / "adapter_model.safetensors")
+    again = load_file(copy.adapter_dir / "adapter_model.safetensors")
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)

@@ -232,3 +232,9 @@ def test_estimate_within_25_percent_of_measured_peak_rss():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "0 outside" in proc.stdout
+
+
+def test_plan_refuses_a_sequence_classifier_instead_of_guessing():
+    with pytest.raises(ModelError, match="sequence classifier") as refused:
+        model_profile(ModelConfig(base="tiny:bert"), TrainConfig())
+    assert "max_steps" in refused.value.hint

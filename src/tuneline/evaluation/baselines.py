@@ -7,8 +7,10 @@
 - ``embedding_logreg``: scikit-learn's logistic regression (standardised inputs, class-balanced
   weights) on the base model's frozen representation of each prompt: the last hidden layer
   mean-pooled over the prompt's tokens, image tokens included (for a VLM they carry the vision
-  encoder's output through the projector, so this probes vision and text together). A strong, cheap
-  reference: when a fine-tune cannot beat it, the report says so.
+  encoder's output through the projector, so this probes vision and text together). For encoder families
+  (sequence classifiers) the same mean over the encoder's last layer of the classifier's own input,
+  [CLS] and [SEP] included: the sentence embedding of sentence-transformers models such as MiniLM.
+  A strong, cheap reference: when a fine-tune cannot beat it, the report says so.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from tuneline.data.records import Record
-from tuneline.models.processing import ChatProcessor
+from tuneline.models.processing import ChatProcessor, classifier_text
 from tuneline.training.collate import load_images
 
 
@@ -47,18 +49,28 @@ def few_shot_prefix(train: list[Record], labels: list[str], k: int, seed: int) -
 
 
 @torch.no_grad()
-def embed(model, processor: ChatProcessor, records: list[Record], batch_size: int) -> np.ndarray:
-    """(n, hidden): the last hidden layer mean-pooled over each prompt's tokens (padding excluded)."""
+def embed(
+    model, processor: ChatProcessor, records: list[Record], batch_size: int, *, max_length: int = 512
+) -> np.ndarray:
+    """(n, hidden): the last hidden layer mean-pooled over each prompt's tokens (padding excluded).
+
+    ``max_length``: classifier families' truncation (data.max_seq_length), as in training.
+    """
     device = next(model.parameters()).device
     model.eval()
     out = []
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
-        texts = [processor.render(r.prompt_messages, add_generation_prompt=True) for r in chunk]
-        images = [load_images(r) for r in chunk]
-        batch = processor.encode(texts, images if any(images) else None, padding_side="right")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        hidden = model(**batch, output_hidden_states=True, logits_to_keep=1).hidden_states[-1].float()
+        if processor.family.is_classifier:  # an encoder: no chat template, no LM head to skip
+            texts = [classifier_text(r.prompt_messages) for r in chunk]
+            batch = {k: v.to(device) for k, v in processor.encode_plain(texts, max_length).items()}
+            hidden = model(**batch, output_hidden_states=True).hidden_states[-1].float()
+        else:
+            texts = [processor.render(r.prompt_messages, add_generation_prompt=True) for r in chunk]
+            images = [load_images(r) for r in chunk]
+            batch = processor.encode(texts, images if any(images) else None, padding_side="right")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            hidden = model(**batch, output_hidden_states=True, logits_to_keep=1).hidden_states[-1].float()
         mask = batch["attention_mask"][..., None].to(hidden.dtype)
         out.append(((hidden * mask).sum(1) / mask.sum(1)).cpu().double().numpy())
     return np.concatenate(out)

@@ -8,6 +8,8 @@ labels. A softmax over the K label scores gives the class probabilities. One for
 
 The same function scores the base model, the tuned model and the few-shot baseline, on the same
 records with the same prompts: differences between them are the models', not the harness's.
+Sequence classifiers (encoder families) have a head with one logit per class instead: their
+probabilities are its softmax (:func:`classify_sequences`), again by one function for base and tuned.
 """
 
 from __future__ import annotations
@@ -77,3 +79,27 @@ def score_labels(
     probs = np.exp(shifted)
     probs /= probs.sum(axis=1, keepdims=True)
     return LabelScores(tuple(labels), out, probs, latency)
+
+
+@torch.no_grad()
+def classify_sequences(model, collator, records: list[Record], *, batch_size: int) -> LabelScores:
+    """A sequence classifier's class probabilities: the softmax of its head's logits, one pass per batch.
+
+    ``collator`` is the training one (training/sequence.py): the same text, truncation and class order.
+    ``log_probs`` holds the log-softmax, so ``-log_probs[i, class_i]`` is record i's cross-entropy.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    out = np.zeros((len(records), len(collator.labels)))
+    latency = np.zeros(len(records))
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        began = time.perf_counter()
+        batch = {k: v.to(device) for k, v in collator(chunk).items() if k not in ("labels", "loss_weight")}
+        logits = model(**batch).logits.float()
+        out[start : start + len(chunk)] = torch.log_softmax(logits, dim=-1).cpu().double().numpy()
+        latency[start : start + len(chunk)] = (time.perf_counter() - began) / len(chunk)
+    shifted = out - out.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return LabelScores(tuple(collator.labels), out, probs, latency)

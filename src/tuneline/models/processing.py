@@ -2,7 +2,8 @@
 
 Stages and collators talk to this instead of branching on the family: render a conversation
 with the model's own chat template, encode texts (+ images) into a batch, and know which token
-ids are image placeholders (never trained on) and which end an assistant turn.
+ids are image placeholders (never trained on) and which end an assistant turn. Classifier families
+(encoders) have no chat template: they read :func:`classifier_text`, encoded by ``encode_plain``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ def template_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]
             ]
         out.append({"role": m["role"], "content": parts})
     return out
+
+
+def classifier_text(messages: Sequence[dict[str, Any]]) -> str:
+    """What a sequence classifier reads from a prompt: the text of its user turns, one per line.
+
+    System turns are left out: in chat data they hold instructions for a generative model, which an
+    encoder with a classification head does not follow.
+    """
+    return "\n".join(
+        p["text"] for m in messages if m["role"] == "user" for p in m["content"] if p["type"] == "text"
+    ).strip()
 
 
 class ChatProcessor:
@@ -103,6 +115,14 @@ class ChatProcessor:
                 )
             return self.tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt")
 
+    def encode_plain(self, texts: list[str], max_length: int):
+        """Classifier input: the tokenizer's own special tokens ([CLS] ... [SEP]), right padding, each text
+        truncated to ``max_length`` tokens."""
+        with self._padding("right"):
+            return self.tokenizer(
+                texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+
     def token_counter(self):
         """A function record -> token count (text plus image tokens), as the collator would build it.
 
@@ -114,6 +134,9 @@ class ChatProcessor:
         from functools import lru_cache
 
         from PIL import Image
+
+        if self.family.is_classifier:  # before truncation: the budget check reports what would be cut
+            return lambda record: len(self.tokenizer(classifier_text(record.prompt_messages))["input_ids"])
 
         @lru_cache(maxsize=4096)
         def count(text: str, n_images: int) -> int:

@@ -1,1 +1,2 @@
-"""Model registry on MLflow: tracking store, lineage tags, registered model versions."""
+"""Model registry on MLflow: tracking store (store), lineage tags (lineage), model cards (card),
+promotion and rollback on aliases (aliases), references and loading (resolve), export (export)."""

@@ -1,33 +1,124 @@
-"""Lineage tags: what a registered version was made from, read off the run directory."""
+"""Lineage tags: what a registered version was made from, read off the run directory.
+
+Every registered version carries, as ``tuneline.*`` tags: the run it came from, the data snapshot
+(fingerprint and folder), the config (hash), the base model (id, kind, family, hub revision, content
+hash), how it was trained (method, dtype), the code and environment (tuneline version, git commit,
+package-set hash), the gate result and the headline metrics of the tuned model. ``models list`` and
+``models show`` read them back; ``resolve``/``load`` use the base-model tags to rebuild the model.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
+import yaml
+
 from tuneline.runs import RunDir
+
+PREFIX = "tuneline."
+METRIC_PREFIX = "tuneline.metric."
+# Headline metrics copied onto the version (when the evaluation produced them).
+HEADLINE = ("accuracy", "balanced_accuracy", "roc_auc", "f1", "log_loss", "exact_match", "token_f1", "loss")
+
+# Shown by `models show`, in this order, with a label.
+LINEAGE_FIELDS = (
+    ("run_id", "run"),
+    ("run_dir", "run directory"),
+    ("data_fingerprint", "data snapshot fingerprint"),
+    ("data_snapshot", "data snapshot folder"),
+    ("data_counts", "data counts"),
+    ("config_hash", "config hash"),
+    ("config_file", "config file"),
+    ("base_model", "base model"),
+    ("base_model_kind", "base model kind"),
+    ("base_model_family", "base model family"),
+    ("base_model_revision", "base model revision"),
+    ("base_model_content_hash", "base model content hash"),
+    ("method", "method"),
+    ("model_dtype", "dtype"),
+    ("task", "task"),
+    ("version", "tuneline version"),
+    ("git_commit", "git commit"),
+    ("git_dirty", "git dirty"),
+    ("environment_hash", "environment hash"),
+    ("gate_passed", "gate passed"),
+    ("gate_primary", "gate primary metric"),
+    ("gate_summary", "gate rules"),
+)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def lineage_tags(run: RunDir) -> dict[str, str]:
     prov = run.provenance()
+    summary = run.summary()
     base = prov.get("base_model") or {}
     data = prov.get("data") or {}
     git = prov.get("git") or {}
     env = prov.get("environment") or {}
+    ev = summary.get("eval") or {}
+    # The resolved config as written (not re-validated: its ${ENV} templates need not resolve here).
+    cfg = yaml.safe_load(run.config_file.read_text()) if run.config_file.is_file() else {}
+    train, model = cfg.get("train") or {}, cfg.get("model") or {}
     tags: dict[str, Any] = {
         "tuneline.run_id": run.run_id,
         "tuneline.run_dir": str(run.path),
         "tuneline.version": prov.get("tuneline_version"),
         "tuneline.config_hash": prov.get("config_hash"),
+        "tuneline.config_file": prov.get("config_file"),
         "tuneline.data_fingerprint": data.get("fingerprint"),
+        "tuneline.data_snapshot": data.get("snapshot"),
+        "tuneline.data_counts": json.dumps(data.get("counts"), sort_keys=True)
+        if data.get("counts")
+        else None,
         "tuneline.base_model": base.get("id"),
+        "tuneline.base_model_kind": base.get("kind"),
+        "tuneline.base_model_family": base.get("family"),
+        # The hub commit when there is one, else the checkpoint's content hash: either pins the base.
         "tuneline.base_model_revision": base.get("revision") or base.get("content_hash"),
+        "tuneline.base_model_hub_revision": base.get("revision"),
         "tuneline.base_model_content_hash": base.get("content_hash"),
+        "tuneline.method": train.get("method", "lora"),
+        "tuneline.model_dtype": model.get("dtype", "float32"),
+        "tuneline.task": ev.get("task"),
+        "tuneline.eval_split": ev.get("split"),
         "tuneline.git_commit": git.get("commit"),
         "tuneline.git_dirty": git.get("dirty"),
         "tuneline.environment_hash": env.get("packages_hash"),
     }
-    gate = (run.summary().get("eval") or {}).get("gate")
+    tuned = ev.get("tuned") or {}
+    for name in HEADLINE:
+        if _finite(tuned.get(name)):
+            tags[f"{METRIC_PREFIX}{name}"] = f"{tuned[name]:.6g}"
+    primary = ev.get("primary")
+    if primary and _finite(tuned.get(primary)):
+        tags[f"{METRIC_PREFIX}{primary}"] = f"{tuned[primary]:.6g}"
+    gate = ev.get("gate")
     if gate is not None:  # the registry promotes only versions whose gate passed
         tags["tuneline.gate_passed"] = str(bool(gate["passed"])).lower()
         tags["tuneline.gate_primary"] = gate.get("primary")
+        tags["tuneline.gate_summary"] = "; ".join(
+            f"{'pass' if r['passed'] else 'FAIL'}: {r['rule']}" for r in gate.get("rules") or []
+        )[:4000]
     return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def metrics_from_tags(tags: dict[str, str]) -> dict[str, float]:
+    """The headline metrics recorded on a version."""
+    out = {}
+    for k, v in tags.items():
+        if k.startswith(METRIC_PREFIX):
+            try:
+                out[k[len(METRIC_PREFIX) :]] = float(v)
+            except ValueError:
+                continue
+    return out
+
+
+def lineage_rows(tags: dict[str, str]) -> list[tuple[str, str]]:
+    """(label, value) pairs of the lineage recorded on a version, for display."""
+    return [(label, tags[PREFIX + key]) for key, label in LINEAGE_FIELDS if PREFIX + key in tags]

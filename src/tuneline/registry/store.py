@@ -13,9 +13,10 @@ from tuneline.errors import RegistryError
 from tuneline.runs import workspace  # noqa: F401 - re-exported: the registry's store lives there too
 
 
-def default_tracking_uri(cwd: Path | None = None) -> str:
+def default_tracking_uri(cwd: Path | None = None, *, create: bool = True) -> str:
     ws = workspace(cwd)
-    ws.mkdir(parents=True, exist_ok=True)
+    if create:
+        ws.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{ws / 'mlflow.db'}"
 
 
@@ -23,9 +24,48 @@ def default_artifact_root(cwd: Path | None = None) -> Path:
     return workspace(cwd) / "mlartifacts"
 
 
-def client(tracking_uri: str | None):
-    """An MlflowClient for the URI (default store when None); fails clearly when unreachable."""
+def _sqlite_file(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def _probe_http(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds when nothing answers at an http(s) tracking URI (MLflow itself retries for minutes).
+    Any HTTP answer, even an error status, means a server is there: MLflow reports the rest."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()  # noqa: S310
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as exc:
+        raise RegistryError(
+            f"cannot reach the MLflow tracking server at {uri}: {getattr(exc, 'reason', exc)}",
+            hint="start the server (mlflow server ...) or fix --tracking-uri / registry.tracking_uri; "
+            "nothing was changed",
+        ) from exc
+
+
+def client(tracking_uri: str | None, *, must_exist: bool = False):
+    """An MlflowClient for the URI (default store when None); fails clearly when unreachable.
+
+    ``must_exist``: a SQLite store whose file is missing is an error (commands that only read or
+    move aliases must not create an empty store at a mistyped path)."""
+    uri = tracking_uri or default_tracking_uri(create=not must_exist)
+    db = _sqlite_file(uri)
+    if must_exist and db is not None and not db.is_file():
+        raise RegistryError(
+            f"no MLflow store at {db}",
+            hint="run this in the folder where `tuneline run` registered the model, or pass "
+            "--tracking-uri (e.g. sqlite:///path/to/.tuneline/mlflow.db or http://host:5000)",
+        )
+    if uri.startswith(("http://", "https://")):
+        _probe_http(uri)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     import logging
 
@@ -34,7 +74,6 @@ def client(tracking_uri: str | None):
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on first use
 
-    uri = tracking_uri or default_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
         c = MlflowClient(tracking_uri=uri, registry_uri=uri)

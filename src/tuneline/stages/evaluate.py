@@ -8,6 +8,10 @@ Every model is scored by the same code on the same records with the same prompts
   valid label. Binary tasks choose each model's decision threshold on the val split by the same
   procedure (``eval.threshold``) and apply it unchanged to the evaluated split.
 - generation: exact match, token F1, ROUGE-L of the greedy answer and perplexity on the references.
+- classifier families (encoders with a classification head): the softmax of the head's logits, by one
+  function for base and tuned (no generation, no few-shot). Their "base" is the pretrained encoder with
+  the new head training started from (drawn from run.seed, untrained): chance level, and reported as such;
+  the reference that matters is ``embedding_logreg`` on the same encoder's frozen embeddings.
 
 Then: metrics with 95% bootstrap CIs (patients resampled when records have a group), paired
 comparisons of the tuned model against every other (bootstrap; DeLong for ROC-AUC), metrics per
@@ -59,12 +63,14 @@ class EvalResult:
 def run(cfg: Config, run: RunDir) -> EvalResult:
     import torch
     from peft import PeftModel
+    from transformers import set_seed
 
     from tuneline.evaluation import baselines as bl
-    from tuneline.evaluation.classify import score_labels
+    from tuneline.evaluation.classify import classify_sequences, score_labels
     from tuneline.evaluation.scoring import answer_loss, generate_answers
     from tuneline.models.load import load_model, load_processor, resolve_base
     from tuneline.training.collate import ChatCollator
+    from tuneline.training.sequence import SequenceCollator
 
     run.require("train")
     ev = cfg.eval
@@ -82,10 +88,14 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
             log.warning("the val split has fewer than two classes: threshold fixed at %s", ev.threshold.value)
             val_records = []
 
-    # 2. The base model, through the same loading path as training.
+    # 2. The base model, through the same loading path as training (a classifier's head from the same seed).
     base = resolve_base(cfg.model)
+    classifier = base.family.is_classifier
+    if classifier:
+        check_classifier_eval(cfg, base.family, task, labels, run)
     processor = load_processor(base)
-    model = load_model(base, cfg.model.dtype)
+    set_seed(cfg.run.seed)
+    model = load_model(base, cfg.model.dtype, labels=labels if classifier else None)
     if torch.cuda.is_available():
         model = model.to("cuda")
     device = next(model.parameters()).device
@@ -93,6 +103,8 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     collator = ChatCollator(processor, room)
 
     def score(name: str, m, prefix: list[dict] | None = None) -> ModelScores:
+        if classifier:
+            return score_classifier(name, m, SequenceCollator(processor, cfg.data.max_seq_length, labels))
         out = ModelScores(name)
         started = time.perf_counter()
         if task == "classification":
@@ -114,9 +126,28 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
         log.info("%s scored on %d records in %.1f s", name, len(records), time.perf_counter() - started)
         return out
 
+    def score_classifier(name: str, m, seq: SequenceCollator) -> ModelScores:
+        started = time.perf_counter()
+        s = classify_sequences(m, seq, records, batch_size=ev.batch_size)
+        truth = [labels.index(r.target) for r in records]
+        out = ModelScores(name, probabilities=s.probabilities, latency=s.latency)
+        # cross-entropy of the true class, from the stored probabilities (recomputable from the parquet)
+        out.loss = float(-np.mean(np.log(s.probabilities[np.arange(len(records)), truth])))
+        if val_records:
+            val = classify_sequences(m, seq, val_records, batch_size=ev.batch_size)
+            out.val_probabilities = val.probabilities
+            out.extra["val_labels"] = [r.target for r in val_records]
+        log.info("%s scored on %d records in %.1f s", name, len(records), time.perf_counter() - started)
+        return out
+
     scored: dict[str, ModelScores] = {}
     if ev.compare_base:
         scored["base"] = score("base", model)
+        if classifier:
+            scored["base"].extra["note"] = (
+                "pretrained encoder with the untrained classification head fine-tuning started from "
+                "(drawn from run.seed): chance level by construction"
+            )
     if ev.baselines.few_shot:
         prefix = bl.few_shot_prefix(
             train_records, labels or [r.answer for r in train_records], ev.baselines.few_shot, cfg.run.seed
@@ -130,10 +161,15 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     # 3. The tuned model as it will be deployed: the base (4-bit for QLoRA) with the adapter on top,
     # or, for a full fine-tune, the saved model itself.
     if cfg.train.method == "full":
-        tuned_model = load_model(base, cfg.model.dtype, folder=run.adapter_dir)
+        tuned_model = load_model(
+            base, cfg.model.dtype, folder=run.adapter_dir, labels=labels if classifier else None
+        )
     else:
         if cfg.train.method == "qlora":
-            model = load_model(base, cfg.model.dtype, quantize_4bit=True)
+            set_seed(cfg.run.seed)
+            model = load_model(
+                base, cfg.model.dtype, quantize_4bit=True, labels=labels if classifier else None
+            )
         tuned_model = PeftModel.from_pretrained(model, run.adapter_dir)
     if torch.cuda.is_available():
         tuned_model = tuned_model.to("cuda")
@@ -219,6 +255,27 @@ def resolve_task(
     return task, labels, positive
 
 
+def check_classifier_eval(cfg: Config, family, task: str, labels: list[str], run: RunDir) -> None:
+    """A classifier family evaluates a classification task, over the classes its head was trained on."""
+    from tuneline.errors import ModelError
+    from tuneline.training.sequence import check_classifier_config
+
+    check_classifier_config(cfg, family)
+    if task != "classification":
+        raise DataError(
+            f"{family.name} models are sequence classifiers, but the records carry no labels "
+            "(eval.task resolved to generation)",
+            hint="give the records a label field, or set eval.labels",
+        )
+    trained = (run.summary().get("train") or {}).get("labels")
+    if trained is not None and list(trained) != list(labels):
+        raise ModelError(
+            f"the classifier was trained on the classes {trained} (in this order), "
+            f"but evaluation has {labels}",
+            hint="evaluate with the eval.labels the model was trained with, or train again",
+        )
+
+
 def _with_prefix(record: Record, prefix: list[dict]) -> Record:
     from dataclasses import replace
 
@@ -234,8 +291,9 @@ def _embedding_baseline(cfg, model, processor, train, records, val_records, labe
     sample = rng.sample(train, min(len(train), EMBEDDING_TRAIN_CAP))
     started = time.perf_counter()
     bs = cfg.eval.batch_size
-    train_x = bl.embed(model, processor, sample, bs)
-    test_x = bl.embed(model, processor, records, bs)
+    length = cfg.data.max_seq_length  # classifier families truncate to it, in training too
+    train_x = bl.embed(model, processor, sample, bs, max_length=length)
+    test_x = bl.embed(model, processor, records, bs, max_length=length)
     probs = bl.logistic_probe(train_x, [r.target for r in sample], test_x, labels, cfg.run.seed)
     out = ModelScores("embedding_logreg", probabilities=probs)
     if val_records:
@@ -243,7 +301,7 @@ def _embedding_baseline(cfg, model, processor, train, records, val_records, labe
         out.val_probabilities = bl.logistic_probe(
             train_x,
             [r.target for r in sample],
-            bl.embed(model, processor, val_records, bs),
+            bl.embed(model, processor, val_records, bs, max_length=length),
             labels,
             cfg.run.seed,
         )

@@ -4,7 +4,9 @@
 
 Parameters (the resolved config, secrets redacted), training curves, eval metrics and the run's
 artifacts go to an MLflow run; the adapter becomes a new version of registry.model_name, tagged
-with its lineage. Registering the same run directory again returns the existing version.
+with its lineage (registry/lineage.py) and a model card (registry/card.py), and gets the alias
+``challenger``: ``tuneline models promote`` moves ``champion`` to it only if its gate passed.
+Registering the same run directory again returns the existing version.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from dataclasses import dataclass
 
 from tuneline.config import Config, to_dict
 from tuneline.registry import store
+from tuneline.registry.aliases import set_challenger
+from tuneline.registry.card import CARD_ARTIFACT, card_body, card_heading
 from tuneline.registry.lineage import lineage_tags
-from tuneline.runs import RunDir
+from tuneline.runs import RunDir, atomic_write_text
 
 log = logging.getLogger("tuneline.register")
 
@@ -53,6 +57,10 @@ def run(cfg: Config, run: RunDir) -> Registration:
     for mv in client.search_model_versions(f"name = '{name}'"):
         if mv.tags.get("tuneline.run_id") == run.run_id and mv.tags.get("tuneline.run_dir") == str(run.path):
             log.info("run already registered as %s version %s", name, mv.version)
+            if mv.run_id and CARD_ARTIFACT not in {a.path for a in client.list_artifacts(mv.run_id)}:
+                # an earlier register stopped between creating the version and logging its card
+                card = card_heading(name, str(mv.version)) + card_body(run, dict(mv.tags))
+                client.log_text(mv.run_id, card, CARD_ARTIFACT)
             return _finish(run, Registration(name, str(mv.version), mv.run_id, shown_uri))
 
     # 2. An MLflow run with params, the training curve, eval metrics and the artifacts.
@@ -102,9 +110,26 @@ def run(cfg: Config, run: RunDir) -> Registration:
     if client.search_registered_models(f"name = '{name}'") == []:
         client.create_registered_model(name, description="Adapters fine-tuned with tuneline.")
     source = f"{client.get_run(rid).info.artifact_uri}/adapter"
-    mv = client.create_model_version(name, source=source, run_id=rid, tags=tags)
-    log.info("registered %s version %s from %s", name, mv.version, source)
-    return _finish(run, Registration(name, str(mv.version), rid, shown_uri))
+    body = card_body(run, tags)  # before the version exists: a card that cannot be written stops here
+    gate = tags.get("tuneline.gate_passed")
+    mv = client.create_model_version(
+        name,
+        source=source,
+        run_id=rid,
+        tags=tags,
+        description=f"Run {run.run_id}; base {tags.get('tuneline.base_model')}; gate "
+        + {"true": "passed", "false": "FAILED"}.get(gate or "", "not configured")
+        + ".",
+    )
+    version = str(mv.version)
+    log.info("registered %s version %s from %s", name, version, source)
+
+    # 4. The model card, with the run's artifacts and beside the run; the version becomes the challenger.
+    card = card_heading(name, version) + body
+    atomic_write_text(run.path / CARD_ARTIFACT, card)
+    client.log_text(rid, card, CARD_ARTIFACT)
+    set_challenger(client, name, version)
+    return _finish(run, Registration(name, version, rid, shown_uri))
 
 
 def _finish(run: RunDir, reg: Registration) -> Registration:

@@ -4,7 +4,8 @@
 
 Loads the base model through from_pretrained, adds LoRA (seeded first), trains with the
 transformers Trainer and our collator (loss on answer tokens only), then saves the adapter
-and the processor into adapter/ in one rename.
+and the processor into adapter/ in one rename. Classifier families (encoders) take the same path with
+a classification head: text -> class index, cross-entropy over classes (training/sequence.py).
 
 Every checkpoint is sealed with a checksum manifest; running the command again resumes from the
 newest checkpoint that verifies. SIGTERM or SIGINT saves a checkpoint at the end of the current
@@ -48,6 +49,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     from tuneline.training.distributed import strategy_arguments
     from tuneline.training.loss import TunelineTrainer
     from tuneline.training.packing import PackingCollator
+    from tuneline.training.sequence import SequenceCollator
     from tuneline.training.signals import StopOnSignal
 
     run.require("prepare")
@@ -66,11 +68,14 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
             hint="set train.packing: false (length grouping already keeps padding low)",
         )
 
-    # 1. Base model and processor, the same from_pretrained path for tiny, local and hub models.
+    # 1. Base model and processor, the same from_pretrained path for tiny, local, package and hub models.
+    # A classifier's new head is drawn from the seed, as evaluation draws the base model's.
     base = resolve_base(cfg.model)
     run.update_provenance(base_model=base.provenance())
+    labels = classifier_labels(cfg, base.family, train_records)
     processor = load_processor(base)
-    model = load_model(base, cfg.model.dtype, quantize_4bit=cfg.train.method == "qlora")
+    set_seed(cfg.run.seed)
+    model = load_model(base, cfg.model.dtype, quantize_4bit=cfg.train.method == "qlora", labels=labels)
 
     # 2. The method: LoRA / DoRA / QLoRA adapters, or full. Seed before PEFT draws the LoRA init.
     set_seed(cfg.run.seed)
@@ -125,12 +130,17 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     # 4. Batching: the sample order (length-grouped, class-balanced), packing, the image feature cache.
     batching = plan_batches(cfg, processor, train_records)
     image_cache = image_feature_cache(cfg, model, base.family)
-    collator = ChatCollator(
-        processor,
-        cfg.data.max_seq_length,
-        loss_weights=batching.loss_weights,
-        image_keys=image_cache is not None,
-    )
+    if labels is not None:
+        collator = SequenceCollator(
+            processor, cfg.data.max_seq_length, labels, loss_weights=batching.loss_weights
+        )
+    else:
+        collator = ChatCollator(
+            processor,
+            cfg.data.max_seq_length,
+            loss_weights=batching.loss_weights,
+            image_keys=image_cache is not None,
+        )
     callbacks = [
         *([ProgressCallback()] if is_main_process() else []),
         MetricsCallback(run),
@@ -151,6 +161,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         answer_only=cfg.train.answer_only_logits,
         sampler=batching.sampler,
         image_cache=image_cache,
+        classifier=labels is not None,
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar shows the loss
 
@@ -176,6 +187,10 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         with atomic_dir(run.adapter_dir) as tmp:
             trainer.accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
             processor.inner.save_pretrained(tmp)
+            # The drift reference profile travels with the adapter into the registry (tuneline serve).
+            from tuneline.serving.profile import write_into
+
+            write_into(tmp, train_records, trainer.accelerator.unwrap_model(model), processor)
 
     result = TrainResult(
         final_loss=final_loss,
@@ -214,6 +229,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
                 2,
             ),
             "trainable_parameters": trainable,
+            "labels": labels,  # a classifier's classes in index order (None for chat models)
             "batching": {
                 "group_by_length": cfg.train.group_by_length,
                 "packing": cfg.train.packing,
@@ -247,7 +263,7 @@ def plan_batches(cfg: Config, processor, records: list) -> Batching:
     lengths = None
     if cfg.train.group_by_length:
         count = processor.token_counter()
-        lengths = [count(r) for r in records]
+        lengths = [min(count(r), cfg.data.max_seq_length) for r in records]  # classifiers truncate
     weights = None
     if cfg.train.class_balance != "none":
         labels = [r.label if r.label is not None else r.answer for r in records]
@@ -274,6 +290,23 @@ def plan_batches(cfg: Config, processor, records: list) -> Batching:
         fraction = round(padding_fraction(lengths, sampler.indices(0), cfg.train.batch_size), 4)
         log.info("length-grouped batches: %.1f%% padding in the first epoch", 100 * fraction)
     return Batching(sampler, loss_weights, fraction)
+
+
+def classifier_labels(cfg: Config, family, records: list) -> list[str] | None:
+    """A classifier family's classes in index order (training/sequence.py), checked; None for chat models."""
+    from tuneline.training.sequence import check_classifier_config, class_labels
+
+    if not family.is_classifier:
+        return None
+    check_classifier_config(cfg, family)
+    labels = class_labels(cfg.eval.labels, records)
+    if len(labels) < 2:
+        raise DataError(
+            f"a {family.name} sequence classifier needs at least two classes, "
+            f"the training split has {labels}",
+            hint="give the records a label field with every class, or set eval.labels",
+        )
+    return labels
 
 
 def image_feature_cache(cfg: Config, model, family):

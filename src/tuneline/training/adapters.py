@@ -35,11 +35,11 @@ def lora_config(train: TrainConfig, family: ModelFamily) -> LoraConfig:
         lora_dropout=train.lora.dropout,
         target_modules="all-linear" if auto else list(train.lora.target_modules),
         exclude_modules=exclude,
-        modules_to_save=[m.rsplit(".", 1)[-1] for m in family.projector_modules]
-        if train.train_projector
-        else None,
+        modules_to_save=list(family.lora_modules_to_save)
+        + ([m.rsplit(".", 1)[-1] for m in family.projector_modules] if train.train_projector else [])
+        or None,
         use_dora=train.method == "dora",
-        task_type="CAUSAL_LM",
+        task_type=family.lora_task_type,  # SEQ_CLS for classifiers: their head trains in full
     )
 
 

@@ -9,7 +9,8 @@ Gemma's final logit soft-capping. Measured (shared/notes/training-facts.md): equ
 and on a Gemma-3-style step with a 32k vocabulary 0.13 s / +49 MB instead of 1.22 s / +948 MB.
 
 ``TunelineTrainer`` is the stock transformers Trainer loop with four hooks: this loss (or the same
-loss over full logits when ``answer_only`` is off), per-sample loss weights (class-weighted loss),
+loss over full logits when ``answer_only`` is off; for classifier families the cross-entropy over classes
+of training/sequence.py), per-sample loss weights (class-weighted loss),
 our resumable :class:`~tuneline.training.sampling.EpochSampler`, and the image feature cache.
 """
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import torch
 from transformers import Trainer
+
+from tuneline.training.sequence import classification_loss
 
 IGNORE = -100
 
@@ -54,9 +57,18 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None, *, answer_onl
 class TunelineTrainer(Trainer):
     """The transformers Trainer; only the loss, the sampler and the image path are ours."""
 
-    def __init__(self, *args, answer_only: bool = True, sampler=None, image_cache=None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        answer_only: bool = True,
+        sampler=None,
+        image_cache=None,
+        classifier: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.answer_only = answer_only
+        self.classifier = classifier  # a sequence classifier: cross-entropy over classes (sequence.py)
         self.tuneline_sampler = sampler
         self.image_cache = image_cache
 
@@ -75,7 +87,10 @@ class TunelineTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.image_cache is not None:
             inputs = self.image_cache.apply(model, inputs)
-        loss, outputs = answer_only_loss(model, inputs, num_items_in_batch, answer_only=self.answer_only)
+        if self.classifier:
+            loss, outputs = classification_loss(model, inputs, num_items_in_batch)
+        else:
+            loss, outputs = answer_only_loss(model, inputs, num_items_in_batch, answer_only=self.answer_only)
         # Normalised over the whole accumulated batch when the Trainer counted its tokens, else per batch.
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:

@@ -187,11 +187,13 @@ class ModelProfile:
 def _config_folder(model: ModelConfig) -> Path:
     """A folder holding the base model's config.json, without reading (or downloading) any weights."""
     from tuneline.models.families import get_family
-    from tuneline.models.load import TINY_PREFIX, tiny_folder
+    from tuneline.models.load import PACKAGE_PREFIX, TINY_PREFIX, package_folder, tiny_folder
 
     spec = model.base
     if spec.startswith(TINY_PREFIX):
         return tiny_folder(get_family(spec[len(TINY_PREFIX) :]))
+    if spec.startswith(PACKAGE_PREFIX):
+        return package_folder(spec)[0]
     local = Path(spec).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
@@ -305,6 +307,12 @@ def model_profile(model: ModelConfig, train: TrainConfig) -> ModelProfile:
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not read the model config in {folder}: {exc}") from exc
     family = get_family(model.family) if model.family else family_for_model_type(config.model_type)
+    if family.is_classifier:  # the calibration is for decoder LMs (vocabulary logits, decoder layers)
+        raise ModelError(
+            f"tuneline plan models causal language models; {model.base} is a {family.name} sequence "
+            "classifier, which its memory model does not cover",
+            hint="encoders of this size fit easily; measure with a short run (train.max_steps) instead",
+        )
     vision_prefixes = tuple(family.vision_modules) + tuple(family.projector_modules)
 
     # The meta device (not accelerate's init_empty_weights, which unties tied embeddings): shapes only.

@@ -5,8 +5,9 @@ class loads them, where its language model, vision tower and projector live (for
 targeting and freezing), which tokens end an assistant turn, and how to build its ``tiny:``
 preset. Adding a family is adding a module that calls :func:`register_family`.
 
-Built-in: llama (text), gemma3, llava (also Pixtral checkpoints in the LLaVA layout), qwen2_vl, qwen2_5_vl,
-llama4, mistral3 (Mistral Small 3.x / Pixtral vision) and mllama (Llama 3.2 Vision, images through
+Built-in: llama (text), bert (encoders such as MiniLM, fine-tuned as sequence classifiers), gemma3,
+llava (also Pixtral checkpoints in the LLaVA layout), qwen2_vl, qwen2_5_vl, llama4, mistral3 (Mistral
+Small 3.x / Pixtral vision) and mllama (Llama 3.2 Vision, images through
 cross-attention). Every one builds its ``tiny:`` preset from a transformers 5.23 config on CPU and loads
 through ``from_pretrained``. Where a stock processor needs torchvision (which does not import on the CPU
 machines here) a family carries a stand-in: Llama 4's image processor exists only for torchvision (ported
@@ -21,6 +22,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tuneline.errors import ModelError
 
@@ -47,6 +49,17 @@ class ModelFamily:
     # Placeholder tokens the processor puts around or in place of an image (never labels), where the
     # tokenizer does not name them itself (``image_token``, ``boi_token``, ...).
     image_tokens: tuple[str, ...] = ()
+    # "causal": a generative chat model, trained on answer tokens and scored by the log-probability of each
+    # label's answer. "classifier": an encoder with a classification head over the prompt text, trained with
+    # cross-entropy on class indices and scored by the softmax of its logits (no generation).
+    kind: Literal["causal", "classifier"] = "causal"
+    lora_task_type: str = "CAUSAL_LM"  # peft TaskType: decides the PeftModel class and what it saves
+    # Modules trained in full next to LoRA (a classifier's freshly initialised head).
+    lora_modules_to_save: tuple[str, ...] = ()
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.kind == "classifier"
 
 
 _FAMILIES: dict[str, ModelFamily] = {}
@@ -75,6 +88,7 @@ def processor_standin(stock_name: str | None) -> type | None:
 def _ensure_builtin() -> None:
     # Imported lazily so that `tuneline config ...` never pays for transformers.
     from tuneline.models.families import (  # noqa: F401
+        bert,
         gemma3,
         llama,
         llama4,
