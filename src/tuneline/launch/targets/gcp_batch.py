@@ -50,6 +50,9 @@ def build_job(spec: LaunchSpec):
             b.Volume(
                 gcs=b.GCS(remote_path="/".join(p for p in (spec.bucket.name, spec.bucket.path) if p)),
                 mount_path=spec.mount,
+                # the adapter is written to a temporary folder and renamed: gcsfuse renames folders
+                # only up to this many objects in a flat bucket
+                mount_options=["--implicit-dirs", "--rename-dir-limit=10000"],
             )
         ],
         environment=b.Environment(variables=spec.env(), secret_variables=secret_versions(spec)),

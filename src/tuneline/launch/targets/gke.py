@@ -137,7 +137,9 @@ def _pod_template(spec: LaunchSpec, master: str):
             persistent_volume_claim=k.V1PersistentVolumeClaimVolumeSource(claim_name=gke.volume_claim),
         )
     else:
-        options = "implicit-dirs" + (f",only-dir={spec.bucket.path}" if spec.bucket.path else "")
+        # rename-dir-limit: the adapter is written to a temporary folder and renamed (flat buckets)
+        options = "implicit-dirs,rename-dir-limit=10000"
+        options += f",only-dir={spec.bucket.path}" if spec.bucket.path else ""
         bucket = k.V1Volume(
             name="bucket",
             csi=k.V1CSIVolumeSource(

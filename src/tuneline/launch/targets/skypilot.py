@@ -68,6 +68,7 @@ def render(spec: LaunchSpec) -> Rendered:
     task = build_task(spec)
     secrets = " ".join(f"--secret {n}" for n in sorted(spec.launch.secrets))
     notes = [f"submit with: sky jobs launch -n {spec.job_id} {secrets} <the YAML>".replace("  ", " ")]
+    notes.append("skypilot: launch.max_run_time is not enforced (SkyPilot has no run-time limit)")
     return Rendered(kind="sky.Task", documents=[task], objects=[task], fmt="yaml", notes=notes)
 
 
