@@ -140,26 +140,15 @@ def node(
         raise typer.Exit(code)
 
 
-def _job(ref: str):
-    from tuneline.errors import TunelineError
-    from tuneline.launch.targets import REGISTRY, get_target
-
-    target = ref.split(":", 1)[0]
-    if ":" not in ref or target not in REGISTRY:
-        raise TunelineError(
-            f"job id {ref!r} does not start with a target",
-            hint=f"job ids look like TARGET:ID with TARGET one of {', '.join(REGISTRY)}",
-        )
-    return get_target(target)
-
-
 @jobs_app.command("status")
 def jobs_status(job: JobArg) -> None:
     """The job's state as the engine reports it (JSON)."""
     from tuneline.cli import _fail
 
     try:
-        result = _job(job).status(job)
+        from tuneline.launch import jobs
+
+        result = jobs.status(job)
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from exc
     sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
@@ -171,7 +160,9 @@ def jobs_logs(job: JobArg) -> None:
     from tuneline.cli import _fail
 
     try:
-        text = _job(job).logs(job)
+        from tuneline.launch import jobs
+
+        text = jobs.logs(job)
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from exc
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -183,7 +174,9 @@ def jobs_cancel(job: JobArg) -> None:
     from tuneline.cli import _fail, out
 
     try:
-        text = _job(job).cancel(job)
+        from tuneline.launch import jobs
+
+        text = jobs.cancel(job)
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from exc
     out.print(text, highlight=False, soft_wrap=True)
