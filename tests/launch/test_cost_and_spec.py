@@ -79,3 +79,15 @@ def test_jobs_command_refuses_an_id_without_a_target():
     result = CliRunner().invoke(app, ["jobs", "status", "projects/p/locations/r/jobs/x"])
     assert result.exit_code == 1
     assert "TARGET:ID" in result.stderr
+
+
+def test_a_missing_engine_client_says_which_extra_to_install(monkeypatch):
+    import sys
+
+    from tuneline.errors import TunelineError
+    from tuneline.launch.targets import get_target
+
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # as if not installed
+    with pytest.raises(TunelineError, match="kubernetes") as err:
+        get_target("gke")
+    assert "[launch]" in err.value.hint

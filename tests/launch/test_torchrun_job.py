@@ -13,7 +13,6 @@ checkpoint in the shared run directory.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from tests.conftest import write_config
+from tests.training.test_distributed import _free_port
 from tuneline.cli import app
 from tuneline.launch import procs
 
@@ -38,12 +38,6 @@ train: {{train_projector: true, learning_rate: 2.0e-3, batch_size: 4, max_steps:
 registry: {{enabled: false}}
 launch: {{nodes: 2, bucket: "{bucket}", command: train, torchrun: {{max_restarts: 3}}}}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _launch(config: Path, job: str, port: int, *extra: str) -> str:

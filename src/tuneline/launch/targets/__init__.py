@@ -24,7 +24,21 @@ REGISTRY: dict[str, str] = {
 }
 
 
+# Targets whose engine client must be importable (the `launch` extra).
+CLIENTS = {"gcp-batch": "google.cloud.batch_v1", "vertex": "google.cloud.aiplatform_v1", "gke": "kubernetes"}
+
+
 def get_target(name: str) -> ModuleType:
+    if name in CLIENTS:
+        try:
+            importlib.import_module(CLIENTS[name])
+        except ImportError as exc:
+            from tuneline.errors import TunelineError
+
+            raise TunelineError(
+                f"--target {name} needs the {CLIENTS[name]} client, which is not installed ({exc})",
+                hint="pip install -c constraints.txt 'tuneline[launch]' (or '.[launch]' in a checkout)",
+            ) from exc
     return importlib.import_module(REGISTRY[name])
 
 
