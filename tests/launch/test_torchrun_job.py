@@ -141,3 +141,44 @@ def test_two_node_job_survives_a_killed_node_and_matches_an_uninterrupted_run(wo
     assert ref.keys() == got.keys()
     worst = max(float((ref[k] - got[k]).abs().max()) for k in ref)
     assert worst <= 1e-6, worst
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_losing_node_0_makes_the_other_node_exit_retryable_and_a_relaunch_resumes(workdir):
+    """Node 0 hosts the rendezvous: without it node 1 cannot go on, and exits 75 so that its engine
+    (Batch: RETRY_TASK on 75) retries it; the relaunched job resumes from the shared checkpoint."""
+    from tuneline.data.synth.shapes import generate
+
+    data = generate(workdir / "shapes", n=60, seed=7)
+    bucket = workdir / "bucket"
+    config = write_config(workdir, CONFIG.format(data=data, bucket=bucket))
+    port = _free_port()
+    job = _launch(config, "victim", port)
+    run_dir = bucket / "runs" / "twonode" / "victim"
+    pid_files = bucket / "jobs" / "victim"
+    try:
+        reference = _train_reference(config)
+        deadline = time.time() + 180
+        while max(_steps(run_dir), default=0) < 24:
+            assert time.time() < deadline and procs.status(job)["state"] == "RUNNING", procs.logs(job)[-4000:]
+            time.sleep(0.1)
+        psutil.wait_procs(_kill_tree(int((pid_files / "node-0.pid").read_text())), timeout=10)
+        deadline = time.time() + 180
+        while procs.status(job)["nodes"]["1"]["state"] == "RUNNING":
+            assert time.time() < deadline, procs.logs(job)[-4000:]
+            time.sleep(0.5)
+        node1 = procs.status(job)["nodes"]["1"]
+        assert node1["state"] == "FAILED" and node1["exit_code"] == 75, procs.logs(job)[-4000:]
+
+        assert _launch(config, "victim", _free_port()) == job  # the engine retries both nodes
+        final = _wait(job, 240)
+        assert final["state"] == "SUCCEEDED", procs.logs(job)[-6000:]
+    finally:
+        for pid_file in pid_files.glob("node-*.pid"):
+            _kill_tree(int(pid_file.read_text()))
+
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["checkpoint"] for m in metrics if m.get("event") == "resume"]
+    ref, got = load_file(reference), load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert max(float((ref[k] - got[k]).abs().max()) for k in ref) <= 1e-6

@@ -11,7 +11,8 @@
    ``--max-restarts``). Either way training resumes from the newest checkpoint that verifies.
 4. Node 0 then evaluates and registers (``--command run``).
 
-Exit codes: 0 done, 75 stopped by a signal after a checkpoint (retry), anything else a failure.
+Exit codes: 0 done; 75 retryable (stopped by a signal after a checkpoint, or the node group failed
+under torchrun: a lost node); 1-7 tuneline's own failures (bad config, data, model, ...).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneline.errors import RunDirError, TunelineError
+from tuneline.launch.spec import RETRYABLE_EXIT
 
 log = logging.getLogger("tuneline.launch")
 
@@ -138,8 +140,15 @@ def run_node(a: NodeArgs) -> int:
                 worker += ["--set", item]
             code = launch(torchrun_argv(a, worker))
             if code != 0:
-                log.error("torchrun exited with %d", code)
-                return code
+                # torchrun gave up after --max-restarts: a lost node or worker (node 0's store gone, NCCL
+                # or gloo errors). Data and config problems fail earlier, in prepare on node 0. Exit
+                # 75 so the engine retries the node; it resumes from the newest valid checkpoint.
+                print(
+                    f"torchrun exited with {code}: exiting {RETRYABLE_EXIT} (retryable) so the job's engine "
+                    "restarts this node",
+                    file=sys.stderr,
+                )
+                return RETRYABLE_EXIT
     if a.node_rank != 0:
         return 0
     if a.command == "run":
