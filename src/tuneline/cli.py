@@ -478,6 +478,13 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+from tuneline import cli_launch  # noqa: E402  (launch, jobs, node: their own module)
+
+app.command()(cli_launch.launch)
+app.command(hidden=True)(cli_launch.node)
+app.add_typer(cli_launch.jobs_app, name="jobs")
+
+
 def main() -> None:
     _quiet_libraries()
     app()

@@ -180,8 +180,9 @@ class RunDir:
 
     # creation and lookup -----------------------------------------------------------------
     @classmethod
-    def create(cls, cfg: Config, config_path: Path | None) -> RunDir:
-        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+    def create(cls, cfg: Config, config_path: Path | None, *, run_id: str | None = None) -> RunDir:
+        """A new run directory; ``run_id`` names it (a launched job's id, the same on every retry)."""
+        run_id = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
         path = cfg.run.output_dir / cfg.run.name / run_id
         path.mkdir(parents=True, exist_ok=False)
         run = cls(path)

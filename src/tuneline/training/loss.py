@@ -77,6 +77,13 @@ class TunelineTrainer(Trainer):
             return self.tuneline_sampler
         return super()._get_train_sampler(train_dataset)
 
+    def _run_epoch(self, **kwargs):
+        # A resumed epoch under DDP reads through accelerate's skip_first_batches, whose wrappers do not
+        # pass set_epoch on to our sampler: it would replay epoch 0's order. Set the epoch here.
+        if self.tuneline_sampler is not None and hasattr(self.tuneline_sampler, "set_epoch"):
+            self.tuneline_sampler.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(**kwargs)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.image_cache is not None:
             inputs = self.image_cache.apply(model, inputs)
