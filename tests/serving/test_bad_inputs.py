@@ -274,3 +274,11 @@ def test_response_cache_for_temperature_zero(client, server, registry):
         "tuneline:request_success_total",
     ):  # fmt: skip
         assert name in metrics, name
+
+
+def test_an_encoder_classifier_is_refused_with_a_clear_error():
+    from tuneline.errors import ModelError
+    from tuneline.serving.engine import ModelHost
+
+    with pytest.raises(ModelError, match="sequence classifier"):
+        ModelHost("tiny:bert", dtype="float32", device="cpu", max_batch_size=1, max_wait_ms=0)
