@@ -200,9 +200,10 @@ class ModelHost:
         self.family = self.resolved.family
         if self.family.is_classifier:
             raise ModelError(
-                f"{base_spec} is a {self.family.name} sequence classifier: it has no chat completions to serve",
-                hint="serve a chat (decoder) model; score an encoder with tuneline evaluate or the Python API "
-                "(tuneline.registry.resolve.load)",
+                f"{base_spec} is a {self.family.name} sequence classifier: it has no chat completions "
+                "to serve",
+                hint="serve a chat (decoder) model; score an encoder with tuneline evaluate or the Python "
+                "API (tuneline.registry.resolve.load)",
             )
         self.model = load_model(self.resolved, dtype, folder=full_checkpoint).to(self.device).eval()
         self.processor = load_processor(self.resolved)
