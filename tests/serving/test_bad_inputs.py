@@ -282,3 +282,33 @@ def test_an_encoder_classifier_is_refused_with_a_clear_error():
 
     with pytest.raises(ModelError, match="sequence classifier"):
         ModelHost("tiny:bert", dtype="float32", device="cpu", max_batch_size=1, max_wait_ms=0)
+
+
+def test_rows_of_one_batch_end_at_their_own_max_tokens():
+    """Requests batched together with different max_tokens: each ends at its own limit (or a stop token)."""
+    import threading
+    import time
+
+    from tuneline.serving.engine import Done, ModelHost, _Control, _Job
+
+    host = ModelHost("tiny:llama", dtype="float32", device="cpu", max_batch_size=4, max_wait_ms=500)
+    try:
+        gate = threading.Event()
+        host._queue.put(_Control(gate.wait))  # hold the worker until both requests are queued
+        outs: dict[int, list] = {2: [], 6: []}
+        prompt = host.processor.render([{"role": "user", "content": "hello"}], add_generation_prompt=True)
+        for n in outs:
+            host._queue.put(_Job(None, prompt, [], n, 0.0, 1.0, outs[n].append, stream=False))
+        host._last_batch = 2  # the worker waits max_wait_ms for company, as under load
+        gate.set()
+        deadline = time.monotonic() + 60
+        while not all(o and isinstance(o[-1], Done) for o in outs.values()):
+            assert time.monotonic() < deadline, outs
+            time.sleep(0.01)
+        for n, items in outs.items():
+            done = items[-1]
+            tokens = [t for chunk in items[:-1] for t in chunk]
+            assert done.batch_size == 2 and len(tokens) == done.completion_tokens <= n
+            assert done.finish_reason == "stop" or done.completion_tokens == n
+    finally:
+        host.close()

@@ -378,7 +378,9 @@ class ModelHost:
                     eos_token_id=sorted(self.stop_ids),
                     pad_token_id=self.processor.pad_token_id,
                     streamer=streamer,
-                    stopping_criteria=[streamer],
+                    # Rows with their own max_tokens end on their own; when all share one, max_new_tokens
+                    # does it and the per-step criterion (a tensor per step) is not paid.
+                    stopping_criteria=[streamer] if len({j.max_tokens for j in jobs}) > 1 else None,
                     **sampling,
                 )
             streamer.end()
