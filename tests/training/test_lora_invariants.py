@@ -13,12 +13,19 @@ from tuneline.stages.pipeline import run_stage
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shapes_dir):
-    from tests.conftest import TINY_RUN, write_config
+    from tests.conftest import TINY_RUN
 
     folder = tmp_path_factory.mktemp("lora")
-    path = write_config(
+    return _train(
         folder, TINY_RUN.format(data=shapes_dir / "data.jsonl", steps=6) + "registry: {enabled: false}\n"
     )
+
+
+def _train(folder, config_text: str):
+    """Prepare and train a run of config_text in folder: (config, run, resolved base, base hash before)."""
+    from tests.conftest import write_config
+
+    path = write_config(folder, config_text)
     cfg = load_config(path, [f"run.output_dir={folder / 'runs'}"])
     base = resolve_base(cfg.model)
     before = folder_content_hash(base.folder)
@@ -94,19 +101,11 @@ registry: {{enabled: false}}
 
 @pytest.fixture(scope="module")
 def trained_encoder(tmp_path_factory):
-    from tests.conftest import write_config
     from tuneline.data.synth.reviews import generate
 
     folder = tmp_path_factory.mktemp("encoder")
     data = generate(folder / "data", n=80, seed=5)
-    path = write_config(folder, ENCODER_RUN.format(data=data))
-    cfg = load_config(path, [f"run.output_dir={folder / 'runs'}"])
-    base = resolve_base(cfg.model)
-    before = folder_content_hash(base.folder)
-    run = RunDir.create(cfg, path)
-    run_stage("prepare", cfg, run)
-    run_stage("train", cfg, run)
-    return cfg, run, base, before
+    return _train(folder, ENCODER_RUN.format(data=data))
 
 
 def test_encoder_adapter_holds_lora_and_the_head(trained_encoder):

@@ -14,27 +14,13 @@ from typing import Any
 
 import yaml
 
+from tuneline.config.schema import METRICS
 from tuneline.runs import RunDir
 
 CARD_ARTIFACT = "model_card.md"
-# Metrics shown in the evaluation table, in this order (those the report has).
-TABLE_METRICS = (
-    "accuracy",
-    "balanced_accuracy",
-    "sensitivity",
-    "specificity",
-    "precision",
-    "f1",
-    "roc_auc",
-    "pr_auc",
-    "log_loss",
-    "brier",
-    "ece",
-    "exact_match",
-    "token_f1",
-    "rouge_l",
-    "perplexity",
-)
+# Metrics shown in the evaluation table: the gate's metric names in their order, less the synonyms
+# (recall is sensitivity) and the answer loss, which the report keeps apart.
+TABLE_METRICS = tuple(m for m in METRICS if m not in ("recall", "loss"))
 
 
 def _num(v: Any, spec: str = ".3f") -> str:
