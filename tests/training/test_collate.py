@@ -94,3 +94,45 @@ def test_text_only_family(shapes_dir):
     )
     batch = ChatCollator(llama, max_seq_length=64)([rec])
     assert _label_text(llama, batch, 0) == "four<|eot_id|>"
+
+
+@pytest.mark.parametrize("base", ["tiny:llama", "tiny:gemma3"])
+def test_pretokenized_text_batches_equal_tokenizing_again(base):
+    """Text tokenized once up front gives the very tensors the collator builds from the template."""
+    import torch
+
+    processor = load_processor(resolve_base(ModelConfig(base=base)))
+    words = ["one", "two plus two", "a much longer question about the colour of many shapes", "hi"]
+    records = [
+        Record(
+            id=f"t{i}",
+            source=f"t:{i}",
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": q}]},
+                {"role": "assistant", "content": [{"type": "text", "text": a}]},
+                *(
+                    [
+                        {"role": "user", "content": [{"type": "text", "text": "and then?"}]},
+                        {"role": "assistant", "content": [{"type": "text", "text": "done"}]},
+                    ]
+                    if i % 2
+                    else []
+                ),
+            ],
+        )
+        for i, (q, a) in enumerate(zip(words, ["yes", "four", "red and blue", "hello"], strict=True))
+    ]
+    fresh = ChatCollator(processor, max_seq_length=128, loss_weights={"t1": 2.0})
+    cached = ChatCollator(processor, max_seq_length=128, loss_weights={"t1": 2.0})
+    assert cached.pretokenize(records) == len(records)
+    for batch in (records, records[1:3], records[::-1]):
+        a, b = fresh(batch), cached(batch)
+        assert set(a) == set(b)
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    short = ChatCollator(processor, max_seq_length=8)
+    short.pretokenize(records)
+    with pytest.raises(DataError, match="max_seq_length=8"):  # the length check still applies
+        short(records)
+    budget = ChatCollator(processor, max_seq_length=128)
+    assert 0 < budget.pretokenize(records, max_tokens=30) < len(records)  # a token budget caps it

@@ -141,6 +141,9 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
             loss_weights=batching.loss_weights,
             image_keys=image_cache is not None,
         )
+        started = time.perf_counter()
+        if n := collator.pretokenize(train_records + val_records):  # text-only records, once
+            log.info("tokenized %d text records up front in %.1f s", n, time.perf_counter() - started)
     callbacks = [
         *([ProgressCallback()] if is_main_process() else []),
         MetricsCallback(run),

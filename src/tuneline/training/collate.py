@@ -5,12 +5,18 @@ through the turn; the tokens in between (the answer and its end-of-turn marker) 
 labels. Image placeholder tokens are never labels, and padding is never a label. Every key the
 processor returns is kept (Gemma 3 needs ``token_type_ids`` for bidirectional image attention).
 Nothing is truncated: a sample longer than ``max_seq_length`` is an error naming the record.
+
+Text-only records can be tokenized once before training (:meth:`ChatCollator.pretokenize`): their
+token ids and answer spans are kept (int32, up to a token budget) and later batches are only padded,
+giving the same tensors as tokenizing them again. Rendering the template three times per record is the
+collator's whole cost on small models; it is paid once instead of once per epoch, and not in the steps.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -51,6 +57,43 @@ class ChatCollator:
         self.loss_weights = loss_weights  # record id -> weight of its loss (class-weighted loss)
         self.image_keys = image_keys  # emit "<record id>#<n>" per image, for the image feature cache
         self.image_ids = torch.tensor(sorted(processor.image_token_ids), dtype=torch.long)
+        # record id -> (token ids, answer spans) of text-only records, filled by pretokenize()
+        self._tokenized: dict[str, tuple[np.ndarray, list[tuple[int, int]]]] = {}
+
+    def pretokenize(self, records: list[Record], max_tokens: int = 200_000_000) -> int:
+        """Tokenize the text-only records once (up to ``max_tokens`` kept, int32); returns how many.
+
+        Only where plain tokenizer output is ``input_ids`` + ``attention_mask``, so that padding the
+        stored ids reproduces exactly what ``__call__`` would build."""
+        probe = self.processor.encode([self.processor.render(records[0].messages)]) if records else {}
+        if set(probe) != {"input_ids", "attention_mask"}:
+            return 0
+        kept = len(self._tokenized)
+        budget = max_tokens - sum(len(ids) for ids, _ in self._tokenized.values())
+        for record in records:
+            if record.images or record.id in self._tokenized:
+                continue
+            enc = self.processor.encode([self.processor.render(record.messages)])
+            full = enc["input_ids"][0].tolist()
+            if len(full) > budget:
+                break
+            budget -= len(full)
+            spans = self.answer_spans(record, [], full)
+            self._tokenized[record.id] = (np.asarray(full, dtype=np.int32), spans)
+        return len(self._tokenized) - kept
+
+    def _from_tokenized(self, records: list[Record]) -> dict[str, torch.Tensor]:
+        rows = [self._tokenized[r.id] for r in records]
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), width), self.processor.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        for i, (ids, spans) in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.from_numpy(ids.astype(np.int64))
+            attention_mask[i, : len(ids)] = 1
+            for start, end in spans:
+                labels[i, start:end] = input_ids[i, start:end]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
     def _ids(
         self, messages: list[dict[str, Any]], images: list[Image.Image], generation_prompt: bool
@@ -77,9 +120,13 @@ class ChatCollator:
         return spans
 
     def __call__(self, records: list[Record]) -> dict[str, torch.Tensor]:
-        images = [load_images(r) for r in records]
-        texts = [self.processor.render(r.messages) for r in records]
-        batch = self.processor.encode(texts, images if any(images) else None, padding_side="right")
+        if self._tokenized and all(r.id in self._tokenized for r in records):
+            batch = self._from_tokenized(records)
+            images: list[list[Image.Image]] = [[] for _ in records]
+        else:
+            images = [load_images(r) for r in records]
+            texts = [self.processor.render(r.messages) for r in records]
+            batch = self.processor.encode(texts, images if any(images) else None, padding_side="right")
         input_ids = batch["input_ids"]
         if input_ids.shape[1] > self.max_seq_length:
             lengths = batch["attention_mask"].sum(dim=1).tolist()
@@ -89,12 +136,14 @@ class ChatCollator:
                 f"including image tokens, above data.max_seq_length={self.max_seq_length}",
                 hint="raise data.max_seq_length or shorten the sample; image tokens are never truncated",
             )
-        labels = torch.full_like(input_ids, IGNORE)
-        for i, record in enumerate(records):
-            n = int(batch["attention_mask"][i].sum())
-            full = input_ids[i, :n].tolist()
-            for start, end in self.answer_spans(record, images[i], full):
-                labels[i, start:end] = input_ids[i, start:end]
+        labels = batch.pop("labels", None)
+        if labels is None:
+            labels = torch.full_like(input_ids, IGNORE)
+            for i, record in enumerate(records):
+                n = int(batch["attention_mask"][i].sum())
+                full = input_ids[i, :n].tolist()
+                for start, end in self.answer_spans(record, images[i], full):
+                    labels[i, start:end] = input_ids[i, start:end]
         labels[batch["attention_mask"] == 0] = IGNORE
         labels[torch.isin(labels, self.image_ids)] = IGNORE
         out = dict(batch)
