@@ -140,43 +140,34 @@ def node(
         raise typer.Exit(code)
 
 
-@jobs_app.command("status")
-def jobs_status(job: JobArg) -> None:
-    """The job's state as the engine reports it (JSON)."""
+def _job_call(action: str, job: str):
+    """Run tuneline.launch.jobs.<action>(job), mapping any failure to the CLI's error and exit code."""
     from tuneline.cli import _fail
 
     try:
         from tuneline.launch import jobs
 
-        result = jobs.status(job)
-    except Exception as exc:  # noqa: BLE001
+        return getattr(jobs, action)(job)
+    except Exception as exc:  # noqa: BLE001 - each engine's client raises its own kinds
         raise _fail(exc) from exc
-    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+
+
+@jobs_app.command("status")
+def jobs_status(job: JobArg) -> None:
+    """The job's state as the engine reports it (JSON)."""
+    sys.stdout.write(json.dumps(_job_call("status", job), indent=2, default=str) + "\n")
 
 
 @jobs_app.command("logs")
 def jobs_logs(job: JobArg) -> None:
     """The job's logs (or where to read them)."""
-    from tuneline.cli import _fail
-
-    try:
-        from tuneline.launch import jobs
-
-        text = jobs.logs(job)
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(exc) from exc
+    text = _job_call("logs", job)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 @jobs_app.command("cancel")
 def jobs_cancel(job: JobArg) -> None:
     """Cancel the job (nodes get SIGTERM: they checkpoint and stop)."""
-    from tuneline.cli import _fail, out
+    from tuneline.cli import out
 
-    try:
-        from tuneline.launch import jobs
-
-        text = jobs.cancel(job)
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(exc) from exc
-    out.print(text, highlight=False, soft_wrap=True)
+    out.print(_job_call("cancel", job), highlight=False, soft_wrap=True)

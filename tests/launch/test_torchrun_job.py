@@ -93,17 +93,22 @@ def _train_reference(config: Path) -> Path:
     return rd.adapter_dir / "adapter_model.safetensors"
 
 
-@pytest.mark.integration
-def test_two_node_job_survives_a_killed_node_and_matches_an_uninterrupted_run(workdir):
+def _launch_victim(workdir: Path):
+    """Two-node job "victim" on 60 shapes (48 training records: whole global batches):
+    (config, job, rendezvous port, run directory, pid-file folder)."""
     from tuneline.data.synth.shapes import generate
 
-    data = generate(workdir / "shapes", n=60, seed=7)  # 48 training records: whole global batches
+    data = generate(workdir / "shapes", n=60, seed=7)
     bucket = workdir / "bucket"
     config = write_config(workdir, CONFIG.format(data=data, bucket=bucket))
     port = _free_port()
     job = _launch(config, "victim", port)
-    run_dir = bucket / "runs" / "twonode" / "victim"
-    pid_files = bucket / "jobs" / "victim"
+    return config, job, port, bucket / "runs" / "twonode" / "victim", bucket / "jobs" / "victim"
+
+
+@pytest.mark.integration
+def test_two_node_job_survives_a_killed_node_and_matches_an_uninterrupted_run(workdir):
+    config, job, port, run_dir, pid_files = _launch_victim(workdir)
     try:
         reference = _train_reference(config)  # meanwhile, the job prepares and starts training
 
@@ -148,15 +153,7 @@ def test_two_node_job_survives_a_killed_node_and_matches_an_uninterrupted_run(wo
 def test_losing_node_0_makes_the_other_node_exit_retryable_and_a_relaunch_resumes(workdir):
     """Node 0 hosts the rendezvous: without it node 1 cannot go on, and exits 75 so that its engine
     (Batch: RETRY_TASK on 75) retries it; the relaunched job resumes from the shared checkpoint."""
-    from tuneline.data.synth.shapes import generate
-
-    data = generate(workdir / "shapes", n=60, seed=7)
-    bucket = workdir / "bucket"
-    config = write_config(workdir, CONFIG.format(data=data, bucket=bucket))
-    port = _free_port()
-    job = _launch(config, "victim", port)
-    run_dir = bucket / "runs" / "twonode" / "victim"
-    pid_files = bucket / "jobs" / "victim"
+    config, job, port, run_dir, pid_files = _launch_victim(workdir)
     try:
         reference = _train_reference(config)
         deadline = time.time() + 180
