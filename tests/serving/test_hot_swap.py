@@ -7,6 +7,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from tests.serving.conftest import running_server, serve_config
 
@@ -96,3 +97,23 @@ def test_promote_broken_version_and_rollback_under_load(registry, tmp_path):
         host = next(iter(server.engine.hosts.values()))
         _wait(lambda: host.call(lambda: set(host.adapters)) == {f"swap_v{v['a']}"})
         print(f"{len(results)} requests, 0 failed; versions served in order: {changes}")
+
+
+def test_a_version_with_pickled_weights_is_refused_and_never_cached(registry, tmp_path):
+    """Never unpickle: a registered version carrying a .bin pickle fails to download, clearly."""
+    from tuneline.errors import ModelError
+    from tuneline.serving.sources import RegistrySource
+
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_model.bin").write_bytes(b"\x80\x04K\x01.")  # pickle.dumps(1)
+    name = "pickled-weights"  # its own registered model: the shared one's versions stay as they are
+    registry.client.create_registered_model(name)
+    mv = registry.client.create_model_version(name, source=str(folder))
+    registry.client.set_registered_model_alias(name, "champion", mv.version)
+    source = RegistrySource(registry.uri, name, tmp_path / "state")
+    ref = source.resolve("champion")
+    with pytest.raises(ModelError, match=r"adapter_model\.bin.*never unpickles"):
+        source.download(ref)
+    assert not (tmp_path / "state" / "models" / name / ref.version).exists()

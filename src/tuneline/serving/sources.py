@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneline.errors import RegistryError
+from tuneline.errors import ModelError, RegistryError
 
 log = logging.getLogger("tuneline.serve")
 
@@ -75,6 +75,8 @@ class RegistrySource:
 
         import mlflow.artifacts
 
+        from tuneline.registry.resolve import refuse_pickles
+
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
         target = self.cache_dir / "models" / ref.name / ref.version
@@ -91,11 +93,13 @@ class RegistrySource:
             files = got if got.is_dir() else got.parent
             if not any(files.iterdir()):
                 raise RegistryError(f"{ref.name} version {ref.version}: {ref.source} holds no files")
+            # Never unpickle: a version with pickled weights is refused (the old version keeps serving).
+            refuse_pickles(files, allow_pickle=False, what=f"{ref.name} version {ref.version}")
             (files / ".complete").write_text(ref.source + "\n")
             if target.exists():
                 shutil.rmtree(target)
             files.rename(target)
-        except RegistryError:
+        except (RegistryError, ModelError):
             raise
         except Exception as exc:  # noqa: BLE001 - artifact stores raise many kinds
             raise RegistryError(
