@@ -26,7 +26,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tuneline.errors import ModelError
 from tuneline.registry.card import CARD_ARTIFACT
-from tuneline.registry.resolve import RegisteredModel, load_registered, resolve, resolve_base_of
+from tuneline.registry.resolve import (
+    PICKLE_SUFFIXES,
+    RegisteredModel,
+    load_registered,
+    resolve,
+    resolve_base_of,
+)
 
 log = logging.getLogger("tuneline.export")
 
@@ -96,7 +102,7 @@ def export(
     card = card_text(c, rm.run_id)
     with atomic_dir(out) as tmp:
         if fmt == "merged":
-            _merged(rm, tmp, dtype, allow_pickle)
+            _merged(rm, base, tmp, dtype, allow_pickle)
         else:
             _adapter(rm, base, tmp, dtype, allow_pickle)
         if card:
@@ -124,24 +130,24 @@ def export(
             "lineage": {k: v for k, v in rm.tags.items() if k.startswith("tuneline.")},
         }
         (tmp / EXPORT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        pickles = [p.name for p in tmp.rglob("*") if p.suffix.lower() in (".bin", ".pt", ".pth", ".pkl")]
+        pickles = [p.name for p in tmp.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES]
         if pickles:  # never write a pickle out either
             raise ExportError(f"the export would contain pickled files: {pickles}")
     log.info("exported %s (%s) to %s", rm.ref, fmt, out)
     return out
 
 
-def _merged(rm: RegisteredModel, tmp: Path, dtype: str | None, allow_pickle: bool) -> None:
+def _merged(rm: RegisteredModel, base, tmp: Path, dtype: str | None, allow_pickle: bool) -> None:
     import torch
 
     from tuneline.models.load import load_processor
 
     # Merge in float32 (exact), then cast once.
-    model = load_registered(rm, dtype="float32", allow_pickle=allow_pickle, merged=True)
+    model = load_registered(rm, dtype="float32", allow_pickle=allow_pickle, merged=True, base=base)
     if dtype:
         model = model.to(getattr(torch, DTYPES[dtype]))
     model.save_pretrained(tmp)
-    load_processor(resolve_base_of(rm, verify_base=False)).inner.save_pretrained(tmp)
+    load_processor(base).inner.save_pretrained(tmp)
 
 
 def _adapter(rm: RegisteredModel, base, tmp: Path, dtype: str | None, allow_pickle: bool) -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,34 +93,6 @@ def refuse_pickles(folder: Path, *, allow_pickle: bool, what: str) -> list[Path]
     return found
 
 
-def _download(source: str, key: str) -> Path:
-    """The artifact folder at ``source``, downloaded once into the cache (atomically)."""
-    from mlflow.artifacts import download_artifacts
-
-    from tuneline.models.load import cache_root
-
-    target = cache_root() / "registry" / hashlib.sha256(key.encode()).hexdigest()[:20]
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
-    try:
-        try:
-            got = Path(download_artifacts(artifact_uri=source, dst_path=str(tmp)))
-        except Exception as exc:  # noqa: BLE001
-            raise RegistryError(
-                f"could not download {source}: {exc}", hint="check that the artifact store is reachable"
-            ) from exc
-        try:
-            got.rename(target)
-        except OSError:  # another process finished first: keep theirs
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def resolve(ref: str, tracking_uri: str | None = None, *, client=None) -> RegisteredModel:
     """The version ``ref`` points at, its artifact downloaded to a local folder."""
     from tuneline.registry import store
@@ -130,8 +100,13 @@ def resolve(ref: str, tracking_uri: str | None = None, *, client=None) -> Regist
     c = client or store.client(tracking_uri, must_exist=True)
     mv = model_version(c, ref)
     tags = dict(mv.tags or {})
-    uri = getattr(c, "tracking_uri", None) or str(tracking_uri)
-    source_dir = _download(mv.source, f"{uri}|{mv.name}|{mv.version}|{mv.source}")
+    from tuneline.models.load import cache_root
+
+    uri = getattr(c, "tracking_uri", None) or tracking_uri
+    key = hashlib.sha256(f"{uri}|{mv.name}|{mv.version}|{mv.source}".encode()).hexdigest()[:20]
+    source_dir = store.download_dir(
+        mv.source, cache_root() / "registry" / key, tracking_uri=uri, what=f"{mv.name} version {mv.version}"
+    )
     base = tags.get("tuneline.base_model")
     if not base:
         raise RegistryError(
@@ -190,9 +165,9 @@ def load(
     from tuneline.models.load import load_processor
 
     rm = resolve(ref, tracking_uri, client=client)
-    model = load_registered(rm, dtype=dtype, allow_pickle=allow_pickle, verify_base=verify_base)
-    processor = load_processor(resolve_base_of(rm, verify_base=False))
-    return model.to(device), processor
+    base = resolve_base_of(rm, verify_base=verify_base)
+    model = load_registered(rm, dtype=dtype, allow_pickle=allow_pickle, base=base)
+    return model.to(device), load_processor(base)
 
 
 def load_registered(
@@ -202,13 +177,15 @@ def load_registered(
     allow_pickle: bool = False,
     verify_base: bool = True,
     merged: bool = False,
+    base=None,
 ):
     """The model of a resolved version; ``merged``: the adapter folded into full-precision base weights
-    (a QLoRA base is then loaded unquantized)."""
+    (a QLoRA base is then loaded unquantized). ``base``: the version's base from :func:`resolve_base_of`,
+    where the caller has it already (finding it hashes the whole checkpoint)."""
     from tuneline.models.load import load_model
 
     dtype = dtype or rm.tags.get("tuneline.model_dtype", "float32")
-    base = resolve_base_of(rm, verify_base=verify_base)
+    base = base or resolve_base_of(rm, verify_base=verify_base)
     refuse_pickles(rm.source_dir, allow_pickle=allow_pickle, what=f"the registered artifact of {rm.ref}")
     if not any(base.folder.glob("*.safetensors")):
         refuse_pickles(base.folder, allow_pickle=allow_pickle, what=f"the base model folder {base.folder}")

@@ -7,6 +7,9 @@ tool must work on machines with no way out.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tuneline.errors import RegistryError
@@ -112,3 +115,46 @@ def open_run(c, experiment: str, run, tracking_uri: str | None) -> str:
     rid = c.create_run(exp_id, run_name=run.run_id, tags={"tuneline.run_id": run.run_id}).info.run_id
     run.update_summary(mlflow={"run_id": rid, "live_metrics_complete": False})
     return rid
+
+
+def download_dir(
+    source: str,
+    target: Path,
+    *,
+    tracking_uri: str | None = None,
+    what: str | None = None,
+    check: Callable[[Path], object] | None = None,
+) -> Path:
+    """The artifact folder at ``source``, downloaded once into ``target``.
+
+    It lands in a temporary folder beside ``target``, must hold files and pass ``check`` (which raises to
+    refuse it), and only then is renamed into place: a failed, refused or interrupted download never looks
+    like a finished one. When another process finishes first, its copy is kept."""
+    from mlflow.artifacts import download_artifacts
+
+    if target.is_dir():
+        return target
+    what = what or source
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        try:
+            got = Path(download_artifacts(artifact_uri=source, dst_path=str(tmp), tracking_uri=tracking_uri))
+        except Exception as exc:  # noqa: BLE001 - artifact stores raise many kinds
+            raise RegistryError(
+                f"could not download {what} from {source}: {exc}",
+                hint="check that the artifact store is reachable and the version's run still has its files",
+            ) from exc
+        files = got if got.is_dir() else got.parent
+        if not any(files.iterdir()):
+            raise RegistryError(f"{what}: {source} holds no files")
+        if check is not None:
+            check(files)
+        try:
+            files.rename(target)
+        except OSError:  # another process finished first: keep theirs
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

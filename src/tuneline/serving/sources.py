@@ -9,12 +9,10 @@ or interrupted download never looks like a finished one.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneline.errors import ModelError, RegistryError
+from tuneline.errors import RegistryError
 
 log = logging.getLogger("tuneline.serve")
 
@@ -70,43 +68,21 @@ class RegistrySource:
         )
 
     def download(self, ref: ModelVersionRef) -> Path:
-        """The version's files in the local cache (downloaded once)."""
-        import os
-
-        import mlflow.artifacts
-
+        """The version's files in the local cache (downloaded once). Never unpickle: a version with
+        pickled weights is refused before it lands (the old version keeps serving)."""
+        from tuneline.registry import store
         from tuneline.registry.resolve import refuse_pickles
 
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
+        what = f"{ref.name} version {ref.version}"
         target = self.cache_dir / "models" / ref.name / ref.version
-        if (target / ".complete").is_file():
+        if target.is_dir():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{ref.version}-", dir=target.parent))
-        try:
-            got = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=ref.source, dst_path=str(tmp), tracking_uri=self.tracking_uri
-                )
-            )
-            files = got if got.is_dir() else got.parent
-            if not any(files.iterdir()):
-                raise RegistryError(f"{ref.name} version {ref.version}: {ref.source} holds no files")
-            # Never unpickle: a version with pickled weights is refused (the old version keeps serving).
-            refuse_pickles(files, allow_pickle=False, what=f"{ref.name} version {ref.version}")
-            (files / ".complete").write_text(ref.source + "\n")
-            if target.exists():
-                shutil.rmtree(target)
-            files.rename(target)
-        except (RegistryError, ModelError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - artifact stores raise many kinds
-            raise RegistryError(
-                f"could not download {ref.name} version {ref.version} from {ref.source}: {exc}",
-                hint="check that the artifact store is reachable and the version's run still has its files",
-            ) from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        log.info("downloaded %s version %s to %s", ref.name, ref.version, target)
+        store.download_dir(
+            ref.source,
+            target,
+            tracking_uri=self.tracking_uri,
+            what=what,
+            check=lambda files: refuse_pickles(files, allow_pickle=False, what=what),
+        )
+        log.info("downloaded %s to %s", what, target)
         return target
