@@ -39,6 +39,13 @@ def with_answer(record: Record, answer: str, prefix: list[dict] | None = None) -
     return replace(record, messages=messages)
 
 
+def _label_scores(labels, log_scores: np.ndarray, latency: np.ndarray) -> LabelScores:
+    """LabelScores with class probabilities: the softmax of each row's per-class log scores."""
+    probs = np.exp(log_scores - log_scores.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    return LabelScores(tuple(labels), log_scores, probs, latency)
+
+
 @torch.no_grad()
 def score_labels(
     model,
@@ -75,10 +82,7 @@ def score_labels(
         latency[start : start + len(chunk)] = (time.perf_counter() - began) / len(chunk)
         if progress is not None:
             progress(len(chunk))
-    shifted = out - out.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
-    return LabelScores(tuple(labels), out, probs, latency)
+    return _label_scores(labels, out, latency)
 
 
 @torch.no_grad()
@@ -99,7 +103,4 @@ def classify_sequences(model, collator, records: list[Record], *, batch_size: in
         logits = model(**batch).logits.float()
         out[start : start + len(chunk)] = torch.log_softmax(logits, dim=-1).cpu().double().numpy()
         latency[start : start + len(chunk)] = (time.perf_counter() - began) / len(chunk)
-    shifted = out - out.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
-    return LabelScores(tuple(collator.labels), out, probs, latency)
+    return _label_scores(collator.labels, out, latency)
