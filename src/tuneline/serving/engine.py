@@ -42,6 +42,7 @@ class GenRequest:
     top_p: float
     raw_messages: list[dict[str, Any]] | None = None  # OpenAI shape, for a proxying backend
     stream: bool = True  # False: the text is wanted only whole (fewer wake-ups of the event loop)
+    prompt: str | None = None  # the rendered chat template, once rendered (by the prompt-length check)
 
 
 @dataclass
@@ -271,7 +272,7 @@ class ModelHost:
     async def stream(self, variant: Variant, req: GenRequest) -> AsyncIterator[Delta | Done]:
         loop = asyncio.get_running_loop()
         out: asyncio.Queue = asyncio.Queue()
-        prompt = self.processor.render(req.messages, add_generation_prompt=True)
+        prompt = self._rendered(req)
 
         def emit(item: Any) -> None:
             loop.call_soon_threadsafe(out.put_nowait, item)
@@ -300,10 +301,15 @@ class ModelHost:
                 yield Delta(text[len(shown) :])
                 shown = text
 
+    def _rendered(self, req: GenRequest) -> str:
+        """The request's prompt through the chat template, rendered once per request."""
+        if req.prompt is None:
+            req.prompt = self.processor.render(req.messages, add_generation_prompt=True)
+        return req.prompt
+
     def prompt_tokens(self, req: GenRequest) -> int:
         """Text tokens of the rendered prompt (image placeholders count one each): for the prompt limit."""
-        text = self.processor.render(req.messages, add_generation_prompt=True)
-        return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.processor.tokenizer(self._rendered(req), add_special_tokens=False)["input_ids"])
 
     # ------------------------------------------------------------ worker thread
     def _loop(self) -> None:
