@@ -106,6 +106,13 @@ def _launch_victim(workdir: Path):
     return config, job, port, bucket / "runs" / "twonode" / "victim", bucket / "jobs" / "victim"
 
 
+def _adapter_difference(reference: Path, run_dir: Path) -> float:
+    """Largest absolute difference between the reference adapter and the job's (same tensors required)."""
+    ref, got = load_file(reference), load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert ref.keys() == got.keys()
+    return max(float((ref[k] - got[k]).abs().max()) for k in ref)
+
+
 @pytest.mark.integration
 def test_two_node_job_survives_a_killed_node_and_matches_an_uninterrupted_run(workdir):
     config, job, port, run_dir, pid_files = _launch_victim(workdir)
@@ -142,9 +149,7 @@ def test_two_node_job_survives_a_killed_node_and_matches_an_uninterrupted_run(wo
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 60
 
-    ref, got = load_file(reference), load_file(run_dir / "adapter" / "adapter_model.safetensors")
-    assert ref.keys() == got.keys()
-    worst = max(float((ref[k] - got[k]).abs().max()) for k in ref)
+    worst = _adapter_difference(reference, run_dir)
     assert worst <= 1e-6, worst
 
 
@@ -177,5 +182,4 @@ def test_losing_node_0_makes_the_other_node_exit_retryable_and_a_relaunch_resume
 
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["checkpoint"] for m in metrics if m.get("event") == "resume"]
-    ref, got = load_file(reference), load_file(run_dir / "adapter" / "adapter_model.safetensors")
-    assert max(float((ref[k] - got[k]).abs().max()) for k in ref) <= 1e-6
+    assert _adapter_difference(reference, run_dir) <= 1e-6

@@ -171,6 +171,11 @@ class LaunchSpec:
         return self.nodes * self.procs_per_node
 
     @property
+    def labels(self) -> dict[str, str]:
+        """Labels every engine's job carries (lowercase, at most 63 characters: GCP and Kubernetes rules)."""
+        return {"tuneline-job": self.job_id, "tuneline-run": self.cfg.run.name.lower()[:63]}
+
+    @property
     def config_in_container(self) -> str:
         return f"{self.mount}/jobs/{self.job_id}/config.yaml"
 

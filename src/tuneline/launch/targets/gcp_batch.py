@@ -117,7 +117,7 @@ def build_job(spec: LaunchSpec):
         task_groups=[group],
         allocation_policy=allocation,
         logs_policy=b.LogsPolicy(destination=b.LogsPolicy.Destination.CLOUD_LOGGING),
-        labels={"tuneline-job": spec.job_id, "tuneline-run": spec.cfg.run.name.lower()[:63]},
+        labels=spec.labels,
     )
 
 

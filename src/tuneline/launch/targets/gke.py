@@ -237,7 +237,7 @@ def build_jobset(spec: LaunchSpec) -> dict:
         "metadata": {
             "name": name,
             "namespace": spec.launch.gke.namespace,
-            "labels": {"tuneline-job": name, "tuneline-run": spec.cfg.run.name.lower()[:63]},
+            "labels": spec.labels,
         },
         "spec": {
             "network": {"enableDNSHostnames": True, "subdomain": name},

@@ -66,7 +66,7 @@ def build_job(spec: LaunchSpec):
     return a.CustomJob(
         display_name=spec.job_id,
         job_spec=job_spec,
-        labels={"tuneline-job": spec.job_id, "tuneline-run": spec.cfg.run.name.lower()[:63]},
+        labels=spec.labels,
     )
 
 
