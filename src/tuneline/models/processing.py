@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 
 from tuneline.models.families import ModelFamily
@@ -25,8 +26,15 @@ _IMAGE_TOKEN_ATTRS = (
 )
 
 
-def template_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Canonical messages → what chat templates expect: image parts carry no path."""
+def template_messages(
+    messages: Sequence[dict[str, Any]], *, text_as_string: bool = False
+) -> list[dict[str, Any]]:
+    """Canonical messages → what chat templates expect: image parts carry no path.
+
+    ``text_as_string``: a turn without images reaches the template as one string (its text parts
+    joined), for templates that insert ``message['content']`` as a string (most text models'); turns
+    with images always keep their parts.
+    """
     out = []
     for m in messages:
         content = m["content"]
@@ -37,8 +45,30 @@ def template_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]
                 {"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]}
                 for p in content
             ]
-        out.append({"role": m["role"], "content": parts})
+        if text_as_string and all(p["type"] == "text" for p in parts):
+            out.append({"role": m["role"], "content": "".join(p["text"] for p in parts)})
+        else:
+            out.append({"role": m["role"], "content": parts})
     return out
+
+
+_PROBE_TEXT = "tuneline content probe 7351"
+
+
+def template_takes_parts(render: Any) -> bool:
+    """Whether a chat template reads content parts (``[{"type": "text", ...}]``) rather than a string.
+
+    ``render(messages) -> str`` is rendered once with a text turn as parts: a template that takes parts
+    shows the text alone; one that inserts the content as a string shows the list's Python repr (or
+    fails on it). The same check vLLM and transformers' processors make on a template's content format,
+    done by rendering instead of parsing the Jinja source.
+    """
+    probe = [{"role": "user", "content": [{"type": "text", "text": _PROBE_TEXT}]}]
+    try:
+        rendered = render(probe)
+    except Exception:  # a string-only template that filters the content (| trim) fails on a list
+        return False
+    return _PROBE_TEXT in rendered and "'type'" not in rendered and '"type"' not in rendered
 
 
 def classifier_text(messages: Sequence[dict[str, Any]]) -> str:
@@ -86,9 +116,21 @@ class ChatProcessor:
         ids += [self.tokenizer.convert_tokens_to_ids(t) for t in self.family.turn_end_tokens]
         return sorted({int(i) for i in ids if i is not None})
 
-    def render(self, messages: Sequence[dict[str, Any]], *, add_generation_prompt: bool = False) -> str:
+    def _apply_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
         return self.inner.apply_chat_template(
-            template_messages(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    @cached_property
+    def text_as_string(self) -> bool:
+        """True when the chat template inserts ``message['content']`` as a string (checked once)."""
+        return not template_takes_parts(lambda messages: self._apply_template(messages, False))
+
+    def render(self, messages: Sequence[dict[str, Any]], *, add_generation_prompt: bool = False) -> str:
+        """The conversation through the model's chat template: the one rendering that training, evaluation
+        scoring and serving share. Text-only turns reach a string-content template as strings."""
+        return self._apply_template(
+            template_messages(messages, text_as_string=self.text_as_string), add_generation_prompt
         )
 
     @contextmanager
