@@ -336,8 +336,9 @@ class TrainConfig(Section):
     )
     packing: bool = Field(
         False,
-        description="Text-only data: the samples of a micro-batch become one row without padding, "
-        "position ids restarting per sample; no token attends across samples.",
+        description="Text-only data: the training samples are packed across the dataset into rows of "
+        "data.max_seq_length tokens (first-fit decreasing, a function of seed and epoch), position ids "
+        "restarting per sample; no token attends across samples.",
     )
     class_balance: Literal["none", "sampler", "loss"] = Field(
         "none",

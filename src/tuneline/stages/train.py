@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuneline.config import Config
 from tuneline.data.records import read_records
-from tuneline.errors import DataError, TrainingInterrupted
+from tuneline.errors import ConfigError, DataError, TrainingInterrupted
 from tuneline.runs import RunDir, atomic_dir, is_main_process
 
 log = logging.getLogger("tuneline.train")
@@ -48,7 +49,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     from tuneline.training.collate import ChatCollator
     from tuneline.training.distributed import strategy_arguments
     from tuneline.training.loss import TunelineTrainer
-    from tuneline.training.packing import PackingCollator
+    from tuneline.training.packing import PackingCollator, flash_attention
     from tuneline.training.sequence import SequenceCollator
     from tuneline.training.signals import StopOnSignal
 
@@ -90,8 +91,10 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     )
 
     # 3. Trainer with CPU-sane defaults: no bf16, no gradient checkpointing unless asked.
+    # 4. Batching: the sample order (length-grouped, class-balanced), packing, the image feature cache.
+    batching = plan_batches(cfg, processor, train_records)
     steps_per_epoch = math.ceil(
-        len(train_records) / (cfg.train.batch_size * cfg.train.gradient_accumulation_steps)
+        len(batching.train_dataset) / (cfg.train.batch_size * cfg.train.gradient_accumulation_steps)
     )
     args = TrainingArguments(
         output_dir=str(run.checkpoints_dir),
@@ -127,8 +130,6 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         use_cpu=not torch.cuda.is_available(),
         **strategy_arguments(cfg.train.distributed, cuda=torch.cuda.is_available()),
     )
-    # 4. Batching: the sample order (length-grouped, class-balanced), packing, the image feature cache.
-    batching = plan_batches(cfg, processor, train_records)
     image_cache = image_feature_cache(cfg, model, base.family)
     if labels is not None:
         collator = SequenceCollator(
@@ -156,9 +157,11 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
     trainer = TunelineTrainer(
         model=model,
         args=args,
-        train_dataset=train_records,
+        train_dataset=batching.train_dataset,
         eval_dataset=val_records or None,
-        data_collator=PackingCollator(collator) if cfg.train.packing else collator,
+        data_collator=PackingCollator(collator, flatten=flash_attention(model))
+        if cfg.train.packing
+        else collator,
         processing_class=processor.inner,
         callbacks=callbacks,
         answer_only=cfg.train.answer_only_logits,
@@ -223,11 +226,13 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
             "steps_per_epoch": steps_per_epoch,
             "seconds": round(seconds, 2),
             "world_size": args.world_size,
-            "samples_per_second": round(
+            "samples_per_second": round(  # a packed row holds several samples
                 result.steps
                 * args.world_size
                 * cfg.train.batch_size
                 * cfg.train.gradient_accumulation_steps
+                * len(train_records)
+                / len(batching.train_dataset)
                 / max(seconds, 1e-9),
                 2,
             ),
@@ -238,6 +243,8 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
                 "packing": cfg.train.packing,
                 "class_balance": cfg.train.class_balance,
                 "padding_fraction_first_epoch": batching.padding_fraction,
+                "packed_rows": len(batching.train_dataset) if cfg.train.packing else None,
+                "packed_fill_ratio": batching.fill_ratio,
             },
             "image_cache": None
             if image_cache is None
@@ -257,16 +264,16 @@ class Batching:
     sampler: object
     loss_weights: dict[str, float] | None
     padding_fraction: float | None  # of the first epoch's micro-batches, when lengths were counted
+    train_dataset: Sequence  # the records, or with train.packing their packed rows
+    fill_ratio: float | None = None  # with train.packing: share of the rows' positions holding tokens
 
 
 def plan_batches(cfg: Config, processor, records: list) -> Batching:
-    """The training sampler and per-record loss weights for train.group_by_length / class_balance."""
+    """The training sampler and per-record loss weights for train.group_by_length / class_balance, or with
+    train.packing the dataset's rows packed to data.max_seq_length and their sampler."""
+    from tuneline.training.packing import PackedRows, PackedRowSampler
     from tuneline.training.sampling import EpochSampler, class_weights, padding_fraction
 
-    lengths = None
-    if cfg.train.group_by_length:
-        count = processor.token_counter()
-        lengths = [min(count(r), cfg.data.max_seq_length) for r in records]  # classifiers truncate
     weights = None
     if cfg.train.class_balance != "none":
         labels = [r.label if r.label is not None else r.answer for r in records]
@@ -276,6 +283,26 @@ def plan_batches(cfg: Config, processor, records: list) -> Batching:
                 hint="set train.class_balance: none, or give the records labels (data source label field)",
             )
         weights = class_weights(labels)
+    loss_weights = (
+        {r.id: w for r, w in zip(records, weights, strict=True)}
+        if cfg.train.class_balance == "loss"
+        else None
+    )
+    if cfg.train.packing:
+        if cfg.train.class_balance == "sampler":
+            raise ConfigError(
+                "train.packing packs every sample once per epoch; it cannot draw samples by class",
+                hint="set train.class_balance: loss (weights each sample's loss) or train.packing: false",
+            )
+        count = processor.token_counter()
+        rows = PackedRows(records, [count(r) for r in records], cfg.data.max_seq_length, seed=cfg.run.seed)
+        fill = round(rows.fill_ratio(), 4)
+        log.info("packed %d samples into %d rows, %.1f%% filled", len(records), len(rows), 100 * fill)
+        return Batching(PackedRowSampler(rows), loss_weights, None, rows, fill)
+    lengths = None
+    if cfg.train.group_by_length:
+        count = processor.token_counter()
+        lengths = [min(count(r), cfg.data.max_seq_length) for r in records]  # classifiers truncate
     sampler = EpochSampler(
         len(records),
         seed=cfg.run.seed,
@@ -283,16 +310,11 @@ def plan_batches(cfg: Config, processor, records: list) -> Batching:
         lengths=lengths,
         weights=weights if cfg.train.class_balance == "sampler" else None,
     )
-    loss_weights = (
-        {r.id: w for r, w in zip(records, weights, strict=True)}
-        if cfg.train.class_balance == "loss"
-        else None
-    )
     fraction = None
     if lengths is not None:
         fraction = round(padding_fraction(lengths, sampler.indices(0), cfg.train.batch_size), 4)
         log.info("length-grouped batches: %.1f%% padding in the first epoch", 100 * fraction)
-    return Batching(sampler, loss_weights, fraction)
+    return Batching(sampler, loss_weights, fraction, records)
 
 
 def classifier_labels(cfg: Config, family, records: list) -> list[str] | None:
