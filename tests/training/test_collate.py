@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tuneline.config.schema import ModelConfig
 from tuneline.data.records import Record
@@ -136,3 +137,31 @@ def test_pretokenized_text_batches_equal_tokenizing_again(base):
         short(records)
     budget = ChatCollator(processor, max_seq_length=128)
     assert 0 < budget.pretokenize(records, max_tokens=30) < len(records)  # a token budget caps it
+
+
+@pytest.mark.parametrize("base", ["tiny:gemma3", "tiny:llava", "tiny:qwen2_vl"])
+def test_image_answer_spans_without_extra_processor_calls_match_the_processor(base, shapes_dir, monkeypatch):
+    processor = load_processor(resolve_base(ModelConfig(base=base)))
+    image = str(shapes_dir / "images" / "shape-00002.png")
+    records = [_record(image, "yellow"), _record(image, "a much longer answer here")]
+    fast = ChatCollator(processor, max_seq_length=256)(records)
+    calls = []
+    monkeypatch.setattr(ChatCollator, "_spans_after_images", lambda self, r, ids: calls.append(r) and None)
+    slow = ChatCollator(processor, max_seq_length=256)(records)  # three processor calls per record
+    assert len(calls) == 2
+    assert torch.equal(fast["labels"], slow["labels"]) and (fast["labels"] != IGNORE).any()
+
+
+def test_cached_image_rows_give_the_same_batch_without_pixels(gemma, shapes_dir):
+    image = str(shapes_dir / "images" / "shape-00003.png")
+    second = _record(image, "blue")
+    records = [_record(image, "yellow"), Record(id="r2", source="t:2", messages=second.messages)]
+    cached: set[str] = set()
+    collator = ChatCollator(gemma, max_seq_length=128, image_keys=True, cached_images=cached.__contains__)
+    first = collator(records)
+    assert "pixel_values" in first  # features not cached yet: the processor runs
+    cached.update(first["image_keys"])
+    again = collator(records)
+    assert "pixel_values" not in again and again["image_keys"] == first["image_keys"]
+    for key in ("input_ids", "attention_mask", "token_type_ids", "labels"):
+        assert torch.equal(again[key], first[key]), key

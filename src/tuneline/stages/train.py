@@ -141,6 +141,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
             cfg.data.max_seq_length,
             loss_weights=batching.loss_weights,
             image_keys=image_cache is not None,
+            cached_images=image_cache.features.__contains__ if image_cache is not None else None,
         )
         started = time.perf_counter()
         if n := collator.pretokenize(train_records + val_records):  # text-only records, once

@@ -9,8 +9,10 @@ tower does not run at all.
 
 Keys are ``<record id>#<image index>`` (record ids are unique in a snapshot; the training images do
 not change during a run, and tuneline applies no random image augmentation). The cache lives in host
-memory up to ``train.image_cache_gb``; past that, images are computed every time. It is only enabled
-when it cannot change the result: tower and projector frozen and no dropout active in the tower.
+memory up to ``train.image_cache_gb``; past that, images are computed every time. A batch whose images
+are all cached comes without ``pixel_values`` (training/collate.py: no image is loaded or processed).
+It is only enabled when it cannot change the result: tower and projector frozen and no dropout active in
+the tower.
 """
 
 from __future__ import annotations
@@ -82,13 +84,14 @@ class ImageFeatureCache:
         """``inputs`` with ``pixel_values`` replaced by cached or freshly computed features."""
         keys = inputs.pop("image_keys", None)
         pixels = inputs.get("pixel_values")
-        if keys is None or pixels is None:
+        if keys is None or self.disabled:
             return inputs
-        if self.disabled:
-            return inputs
+        if pixels is None and not all(k in self.features for k in keys):  # the collator checks first
+            raise RuntimeError(f"a batch without pixel_values has uncached images ({keys[0]} …)")
         if all(k in self.features for k in keys):
             self.hits += len(keys)
-            per_image = [self.features[k].to(pixels.device, non_blocking=True) for k in keys]
+            device = pixels.device if pixels is not None else next(model.parameters()).device
+            per_image = [self.features[k].to(device, non_blocking=True) for k in keys]
         else:
             per_image = self._compute(model, inputs, keys)
             if per_image is None:

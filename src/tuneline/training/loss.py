@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from transformers import Trainer
 
+from tuneline.training import masks
 from tuneline.training.sequence import classification_loss
 
 IGNORE = -100
@@ -36,6 +37,9 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None, *, answer_onl
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = targets != IGNORE
     model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "loss_weight")}
+    ready = masks.build(_config(model), model_inputs)
+    if ready is not None:  # built in a few tensor ops instead of transformers' per-step mask functions
+        model_inputs["attention_mask"] = ready
     if answer_only:
         outputs = model(**model_inputs, logits_to_keep=keep)
         logits = outputs.logits.reshape(-1, outputs.logits.shape[-1]).float()
@@ -52,6 +56,13 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None, *, answer_onl
     if num_items_in_batch is None:
         return loss / max(int(keep.sum()), 1), outputs
     return loss / num_items_in_batch, outputs
+
+
+def _config(model):
+    """The transformers config under PEFT / DDP wrappers."""
+    while not hasattr(model, "config") and hasattr(model, "module"):
+        model = model.module
+    return getattr(model, "config", None)
 
 
 class TunelineTrainer(Trainer):
