@@ -30,6 +30,11 @@ Goals (issue 4): tuneline >= 1.5x TRL on (b); tuneline >= 1.0x plain on (a).
     python benchmarks/bench_train.py --workload b --device cuda --size gemma3-4b      # a GPU
     python benchmarks/bench_train.py --workload b --profile                           # where time goes
 
+Workload (b) spans 2 epochs by default (the image feature cache computes features in the first and serves
+them in the second) and is followed by one tuneline run per mechanism switched off (answer-only logits,
+the image feature cache, length grouping; ``--no-ablate`` skips them): the printed gain of each is
+tuneline's tokens per CPU-second with everything on over that run's.
+
 Needs the ``bench`` extra (TRL): ``pip install -c constraints.txt -e '.[bench]'``.
 """
 
@@ -86,7 +91,13 @@ PEAK_TFLOPS = {"cuda": 989.0}  # H100 SXM dense bf16; H200 has the same compute 
 
 DEFAULTS = {  # per workload: steps, warm-up steps (excluded from timing), batch size, learning rate
     "a": {"steps": 200, "warmup": 10, "batch_size": 8, "lr": 2e-4},
-    "b": {"steps": 12, "warmup": 3, "batch_size": 8, "lr": 1e-4},
+    "b": {"steps": 12, "warmup": 3, "batch_size": 8, "lr": 1e-4, "epochs": 2.0},
+}
+# tuneline's mechanisms, each switched off in its own run (workload b, --ablate): the gain each one brings.
+ABLATIONS = {
+    "answer-only logits": "train.answer_only_logits=false",
+    "image feature cache": "train.cache_image_features=false",
+    "length grouping": "train.group_by_length=false",
 }
 LORA = {"r": 16, "alpha": 32}
 VISION_EXCLUDE = r".*(vision_tower|multi_modal_projector).*"  # = tuneline's "auto" targets for Gemma 3
@@ -923,8 +934,16 @@ def main() -> None:
     p.add_argument(
         "--epochs",
         type=float,
-        default=1.0,
-        help="epochs the timed steps span (sets the record count; >1 lets the image feature cache hit)",
+        help="epochs the steps span (sets the record count; default a 1, b 2: the image feature cache "
+        "computes the features in the first epoch and serves them in the second)",
+    )
+    p.add_argument(
+        "--no-ablate",
+        dest="ablate",
+        action="store_false",
+        help="skip the runs of workload b with one tuneline mechanism off each ("
+        + ", ".join(ABLATIONS)
+        + ")",
     )
     p.add_argument("--samples", type=int, help="records generated (overrides --epochs; 90%% go to train)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -984,7 +1003,7 @@ def main() -> None:
             "warmup": warmup,
             "batch_size": batch,
             "lr": d["lr"],
-            "samples": args.samples or int(steps * batch / args.epochs / 0.9) + 8,
+            "samples": args.samples or int(steps * batch / (args.epochs or d.get("epochs", 1.0)) / 0.9) + 8,
             "device": args.device,
             "size": args.size,
             "max_layers": args.max_layers,
@@ -1018,8 +1037,27 @@ def main() -> None:
                 f"({r['process_seconds']:.0f} s in its process)",
                 flush=True,
             )
+        if wl == "b" and args.ablate and "tuneline" in frameworks:
+            full = next(r for r in results if r["framework"] == "tuneline")
+            gains = []
+            for mechanism, override in ABLATIONS.items():
+                for done in ("checkpoints", "adapter"):  # each run trains from step 0, not resumes
+                    shutil.rmtree(Path(spec["run_dir"]) / done, ignore_errors=True)
+                r = spawn("tuneline", {**spec, "tuneline_set": [*spec["tuneline_set"], override]}, work)
+                off = r["tokens"] / r["cpu_seconds"]
+                gains.append(
+                    f"  {mechanism:<20} off ({override}): {off:.0f} tokens/CPU-s; "
+                    f"gain with it on: {full['tokens'] / full['cpu_seconds'] / off:.2f}x"
+                )
+                print(gains[-1], flush=True)
         print()
         print(table(wl, results, counts, args.device, peak))
+        if wl == "b" and args.ablate and "tuneline" in frameworks:
+            print(
+                f"\ntuneline with every mechanism: {full['tokens'] / full['cpu_seconds']:.0f} tokens/CPU-s; "
+                "one mechanism off at a time (per CPU-second):"
+            )
+            print("\n".join(gains))
         trainable = {r["trainable"] for r in results}
         tokens = {r["tokens"] for r in results}
         if len(trainable) > 1:

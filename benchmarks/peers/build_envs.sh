@@ -14,26 +14,31 @@ CONSTRAINTS="$ROOT/constraints.txt"
 PY="${PYTHON:-python3.11}"
 mkdir -p "$ENVS"
 
+pip_in() {  # pip_in NAME ARGS...: pip of that environment (never another environment's pip)
+  local name=$1
+  shift
+  "$ENVS/$name/bin/python" -m pip "$@"
+}
+
 new_env() {  # $1 = name
   rm -rf "$ENVS/$1"
   "$PY" -m venv "$ENVS/$1"
-  "$ENVS/$1/bin/pip" install -q --upgrade pip wheel setuptools
+  "$ENVS/$1/bin/python" -m pip install -q --upgrade pip wheel setuptools
 }
 
 build_trl() {
   new_env trl
-  "$ENVS/trl/bin/pip" install -c "$CONSTRAINTS" torch==2.13.0 trl==1.16.0 peft==0.21.2 psutil pillow
+  "$ENVS/trl/bin/python" -m pip install -c "$CONSTRAINTS" torch==2.13.0 trl==1.16.0 peft==0.21.2 psutil pillow
 }
 
 build_axolotl() {
   new_env axolotl
-  local pip="$ENVS/axolotl/bin/pip"
-  "$pip" install -c "$CONSTRAINTS" torch==2.13.0
+  pip_in axolotl install -c "$CONSTRAINTS" torch==2.13.0
   # The full dependency set includes GPU-only kernels (xformers, triton, flash-linear-attention) that have
   # no build for torch 2.13 on CPU; install Axolotl itself without them, then the pure-Python rest.
-  if ! "$pip" install -c "$CONSTRAINTS" axolotl==0.19.0; then
+  if ! pip_in axolotl install -c "$CONSTRAINTS" axolotl==0.19.0; then
     echo "axolotl: full install failed; installing without the GPU-only kernels" >&2
-    "$pip" install -c "$CONSTRAINTS" --no-deps axolotl==0.19.0 axolotl-contribs-lgpl==0.0.7 axolotl-contribs-mit==0.0.6
+    pip_in axolotl install -c "$CONSTRAINTS" --no-deps axolotl==0.19.0 axolotl-contribs-lgpl==0.0.7 axolotl-contribs-mit==0.0.6
     "$ENVS/axolotl/bin/python" - "$CONSTRAINTS" <<'PYEOF'
 import importlib.metadata as md, subprocess, sys
 skip = {"xformers", "triton", "fla-core", "flash-linear-attention", "liger-kernel", "modal", "gradio",
@@ -51,17 +56,16 @@ for r in md.requires("axolotl") or []:
 subprocess.check_call([sys.executable, "-m", "pip", "install", "-c", sys.argv[1], *reqs])
 PYEOF
   fi
-  "$pip" install -c "$CONSTRAINTS" psutil pillow
+  pip_in axolotl install -c "$CONSTRAINTS" psutil pillow
 }
 
 build_llamafactory() {
   new_env llamafactory
-  local pip="$ENVS/llamafactory/bin/pip"
-  "$pip" install -c "$CONSTRAINTS" torch==2.13.0 llamafactory==0.9.5 psutil pillow
+  pip_in llamafactory install -c "$CONSTRAINTS" torch==2.13.0 llamafactory==0.9.5 psutil pillow
   # On CPU: torchvision's compiled operators do not load against torch 2.13 (import fails on
   # torchvision::nms), and torchaudio's extension .so files break the import of transformers' audio
   # utilities. LLaMA-Factory's text and image paths need neither.
-  "$pip" uninstall -y torchvision || true
+  pip_in llamafactory uninstall -y torchvision || true
   find "$ENVS/llamafactory/lib" -path '*torchaudio*' -name '*.so' -delete || true
 }
 

@@ -10,7 +10,7 @@ Shared assets (built here with tuneline's tiny builders, under benchmarks/peers/
   LLaMA-Factory's ``llama3`` template renders the same prompt);
 * a tiny Gemma 3 (``tiny:gemma3``: SigLIP tower, 4 image tokens per 32 px image) and image chats
   (``tuneline data synth shapes``: name the colour of a shape);
-* the data: tuneline's ``prepare`` writes the train split once (512 text rows, 128 image chats), and
+* the data: tuneline's ``prepare`` writes the train split once (512 text rows, 512 image chats), and
   that split is exported into each peer's documented chat format, so all four train on the same rows.
 
 Tasks (LoRA r 8 / alpha 16 on every linear layer of the language model, batch 4, length 256, lr 1e-3,
@@ -50,10 +50,9 @@ ENVS = HERE / ".envs"
 FRAMEWORKS = ("tuneline", "trl", "axolotl", "llamafactory")
 TASKS = ("text", "pack", "image")
 SETTINGS = {"lora_r": 8, "lora_alpha": 16, "batch_size": 4, "max_length": 256, "lr": 1e-3}
-# Steps per task: >= 10 s of timed work per framework on this machine; image: 2 epochs of 128 chats.
-STEPS = {"text": 400, "pack": 120, "image": 64}
+# Steps per task: >= 10 s of timed work per framework on this machine; image: 2 epochs of 512 chats.
+STEPS = {"text": 440, "pack": 190, "image": 256}
 WARMUP = 4
-N_TRAIN = {"text": 512, "image": 128}
 
 # Llama 3's shape of template: content inserted as a string (not content parts).
 STRING_TEMPLATE = (
@@ -216,7 +215,7 @@ def build_assets() -> dict:
         text_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
     image_file = assets / "shapes" / "data.jsonl"
     if not image_file.is_file():
-        generate(assets / "shapes", n=131, seed=0)  # 98% -> 128 train chats
+        generate(assets / "shapes", n=523, seed=0)  # 98% -> 512 train chats
     out = {}
     for kind, model_dir, source in (("text", llama, text_file), ("image", gemma, image_file)):
         config = assets / f"tuneline-{kind}.yaml"
