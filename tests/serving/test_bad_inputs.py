@@ -44,6 +44,9 @@ def server(registry, tmp_path_factory):
                 "max_image_bytes": 100_000,
                 "max_tokens": 16,
                 "max_images": 2,
+                "max_messages": 8,
+                "max_message_chars": 20_000,
+                "max_prompt_chars": 30_000,
             },
             "drift": {"enabled": False},
         },
@@ -159,6 +162,43 @@ CASES = {
         400,
         "serve.limits.max_images",
     ),
+    "JSON nested 100,000 deep": (
+        lambda r: {
+            "content": b'{"model": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "nested too deeply",
+    ),
+    "lone surrogate in the text": (
+        lambda r: {
+            "content": b'{"model": "shapes", "messages": [{"role": "user", "content": "a\\ud800 b"}]}',
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "lone UTF-16 surrogate",
+    ),
+    "empty body": (lambda r: {"content": b"", "headers": {"content-type": "application/json"}}, 400, "empty"),
+    "too many messages": (
+        lambda r: {"json": body(r, [{"role": "user", "content": "x"}] * 9)},
+        400,
+        "serve.limits.max_messages",
+    ),
+    "5,000 messages (parsed in the helper process)": (
+        lambda r: {"json": body(r, [{"role": "user", "content": "x"}] * 5_000)},
+        400,
+        "serve.limits.max_messages",
+    ),
+    "message over the char bound": (
+        lambda r: {"json": body(r, [{"role": "user", "content": [{"type": "text", "text": "x" * 20_001}]}])},
+        400,
+        "serve.limits.max_message_chars",
+    ),
+    "messages over the total char bound": (
+        lambda r: {"json": body(r, [{"role": "user", "content": "x" * 16_000}] * 2)},
+        400,
+        "serve.limits.max_prompt_chars",
+    ),
     "body over limit": (
         lambda r: {"json": body(r, [{"role": "user", "content": "x" * 400_000}])},
         413,
@@ -265,7 +305,7 @@ def test_response_cache_for_temperature_zero(client, server, registry):
     assert server.server.metrics.cache_hits._value.get() == hits + 1
     client.post("/v1/chat/completions", json={**req, "temperature": 0.7})  # sampled: never cached
     assert server.server.metrics.cache_hits._value.get() == hits + 1
-    metrics = client.get("/metrics/").text
+    metrics = client.get("/metrics").text
     for name in (
         "tuneline:requests_total", "tuneline:time_to_first_token_seconds_bucket",
         "tuneline:e2e_request_latency_seconds_bucket", "tuneline:prompt_tokens_total",
@@ -312,3 +352,25 @@ def test_rows_of_one_batch_end_at_their_own_max_tokens():
             assert done.finish_reason == "stop" or done.completion_tokens == n
     finally:
         host.close()
+
+
+def test_unknown_routes_and_methods_get_the_openai_error_shape(client):
+    r = client.get("/v1/nope")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found" and "no route GET /v1/nope" in r.json()["error"]["message"]
+    r = client.get("/v1/chat/completions")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert "allowed: POST" in r.json()["error"]["message"] and r.json()["error"]["type"]
+
+
+def test_integral_floats_are_integers_as_in_json_schema(client, registry):
+    assert client.post("/v1/chat/completions", json=body(registry, max_tokens=2.0)).status_code == 200
+    r = client.post("/v1/chat/completions", json=body(registry, max_tokens=2.5))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+    r = client.post("/v1/chat/completions", json=body(registry, max_tokens=True))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+
+
+def test_metrics_answer_without_a_key_or_a_redirect_by_default(server):
+    r = httpx.get(f"{server.url}/metrics", follow_redirects=False)
+    assert r.status_code == 200 and "tuneline:requests_total" in r.text

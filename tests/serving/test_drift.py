@@ -81,7 +81,7 @@ def test_darker_images_raise_the_alert_unshifted_do_not(server, registry):
         assert same["alert"] is False and same["shifted"] == []
         assert same["score"] < same["psi_threshold"]
         assert same["embedding"]["kind"] == "vision" and same["embedding"]["shifted"] is False
-        assert "tuneline:drift_alert 0.0" in client.get("/metrics/").text
+        assert "tuneline:drift_alert 0.0" in client.get("/metrics").text
 
         _stream(client, registry, [darker(im) for im in held_out])
         dark = client.get("/v1/monitoring/drift").json()
@@ -91,7 +91,7 @@ def test_darker_images_raise_the_alert_unshifted_do_not(server, registry):
         b = dark["features"]["brightness"]
         assert b["live_mean"] < 0.6 * b["reference_mean"]
         assert dark["embedding"]["shifted"] is True
-        metrics = client.get("/metrics/").text
+        metrics = client.get("/metrics").text
         assert (
             "tuneline:drift_alert 1.0" in metrics and 'tuneline:drift_score{feature="brightness"}' in metrics
         )

@@ -70,7 +70,7 @@ def test_promote_broken_version_and_rollback_under_load(registry, tmp_path):
             _wait(lambda: server.metrics.load_failures.labels("swap")._value.get() >= 1)
             ready = httpx.get(f"{running.url}/ready").json()
             assert ready["variants"]["swap"] == v["b"] and "version " + v["broken"] in ready["errors"]["swap"]
-            metrics = httpx.get(f"{running.url}/metrics/").text
+            metrics = httpx.get(f"{running.url}/metrics").text
             assert 'tuneline:model_load_failed{variant="swap"} 1.0' in metrics
             mark = len(results)
             _wait(lambda: len(results) >= mark + 20)
@@ -90,7 +90,7 @@ def test_promote_broken_version_and_rollback_under_load(registry, tmp_path):
         changes = [versions[0]] + [b for a, b in zip(versions, versions[1:], strict=False) if a != b]
         assert changes[0] == v["a"] and v["b"] in changes and changes[-1] == v["a"]
         assert v["broken"] not in versions
-        metrics = httpx.get(f"{running.url}/metrics/").text
+        metrics = httpx.get(f"{running.url}/metrics").text
         assert 'tuneline:model_load_failed{variant="swap"} 0.0' in metrics
         assert f'tuneline:model_version{{variant="swap"}} {float(v["a"])}' in metrics
         # Retired adapters are unloaded once their last request finished: one adapter left.

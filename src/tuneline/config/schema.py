@@ -535,6 +535,24 @@ class ServeLimitsConfig(Section):
         64, gt=0, description="max_tokens when a request does not say (at most max_tokens)."
     )
     max_prompt_tokens: int = Field(4096, gt=0, description="Longest prompt (text tokens): 400 above it.")
+    max_messages: int = Field(256, gt=0, description="Messages in one request: 400 above it.")
+    max_message_chars: int = Field(
+        100_000,
+        gt=0,
+        description="Characters of text in one message, counted before any tokenization: 400 above it.",
+    )
+    max_prompt_chars: int = Field(
+        200_000,
+        gt=0,
+        description="Characters of text in all messages together, counted before any tokenization (a cheap "
+        "bound on the tokenizer's work; keep it a few times max_prompt_tokens): 400 above it.",
+    )
+    inline_parse_bytes: int = Field(
+        65_536,
+        ge=0,
+        description="Request bodies up to this size are parsed in the server process; larger ones in a "
+        "helper process, so that no body (e.g. 20 MB of tiny JSON values) holds the event loop.",
+    )
     max_concurrency: int = Field(
         64, gt=0, description="Requests in flight at once; one more gets 429 (retry later)."
     )
@@ -634,6 +652,11 @@ class ServeConfig(Section):
     drift: ServeDriftConfig = Field(default_factory=ServeDriftConfig, description="Drift monitoring.")
     watch: ServeWatchConfig = Field(default_factory=ServeWatchConfig, description="Registry alias watching.")
     vllm: VllmConfig = Field(default_factory=VllmConfig, description="vllm backend settings.")
+    metrics_auth: bool = Field(
+        False,
+        description="GET /metrics needs an API key like /v1/ (false: Prometheus scrapes without one; keep "
+        "the port off the public network then).",
+    )
     state_dir: Annotated[
         Path,
         Field(

@@ -5,7 +5,7 @@
     POST /v1/feedback           an outcome and/or score for a response id (A/B)
     GET  /v1/monitoring/drift   live inputs against the training profile
     GET  /health  /ready        process up; every variant loaded
-    GET  /metrics               Prometheus
+    GET  /metrics               Prometheus (a key only with serve.metrics_auth)
 
 Every answer carries ``X-Tuneline-Variant`` and ``X-Tuneline-Version``; its id (``chatcmpl-...``) is what
 feedback refers to. Access logs are JSON lines on the ``tuneline.access`` logger, without message text,
@@ -18,84 +18,44 @@ import asyncio
 import hashlib
 import json
 import logging
+import multiprocessing
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from tuneline.serving import ab
 from tuneline.serving.auth import ApiKeys
 from tuneline.serving.cache import ResponseCache
 from tuneline.serving.drift import DriftMonitor
-from tuneline.serving.engine import Delta, Done, GenerationError, GenRequest, Variant
-from tuneline.serving.limits import ApiError, BodyLimit, decode_image
+from tuneline.serving.engine import Delta, Done, GenerationError, Variant
+from tuneline.serving.limits import ApiError, BodyLimit
 from tuneline.serving.metrics import Metrics
+from tuneline.serving.requests import (
+    ChatRequest,
+    ErrorResponse,
+    Feedback,
+    max_tokens_of,
+    parse,
+    prepare,
+    validation_message,
+)
 from tuneline.serving.sources import RegistrySource
 from tuneline.serving.watcher import Routes, Watcher
 
 log = logging.getLogger("tuneline.serve")
 access = logging.getLogger("tuneline.access")
-
-
-# ------------------------------------------------------------------ request bodies (strict: no coercion)
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class TextPart(_Strict):
-    type: Literal["text"]
-    text: str
-
-
-class ImageUrl(_Strict):
-    url: str = Field(description="A data URI: data:image/png;base64,... (remote URLs are refused).")
-    detail: Literal["auto", "low", "high"] | None = None
-
-
-class ImagePart(_Strict):
-    type: Literal["image_url"]
-    image_url: ImageUrl
-
-
-Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
-
-
-class Message(_Strict):
-    role: Literal["system", "user", "assistant"]
-    content: str | list[Part]
-    name: str | None = None
-
-
-class StreamOptions(_Strict):
-    include_usage: bool = False
-
-
-class ChatRequest(_Strict):
-    model: str = Field(description="The registered model name (A/B routed) or NAME@alias (one variant).")
-    messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    user: str | None = Field(None, max_length=256, description="User id: sticky A/B assignment.")
-
-
-class Feedback(_Strict):
-    response_id: str = Field(min_length=1, max_length=128)
-    outcome: Literal["correct", "incorrect"] | None = None
-    score: float | None = Field(None, allow_inf_nan=False)
 
 
 # ------------------------------------------------------------------ the server state
@@ -120,6 +80,7 @@ class Server:
         self.drift = DriftMonitor(cfg.serve.drift, None, embed=self._embed)
         self.drift.on_report = self.metrics.drift
         self._drift_pool = ThreadPoolExecutor(1, thread_name_prefix="tuneline-drift")
+        self._parse_pool: ProcessPoolExecutor | None = None  # started by the first large body
         self.watcher = Watcher(
             self.source,
             self.engine.load,
@@ -144,7 +105,28 @@ class Server:
         self.watcher.stop()
         self.engine.close()
         self._drift_pool.shutdown(wait=False, cancel_futures=True)
+        if self._parse_pool is not None:
+            self._parse_pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
+
+    async def parse(self, model: type[BaseModel], request: Request) -> Any:
+        """The request's body as ``model``: inline when small, else in the helper process (parsing holds
+        the GIL, so a thread would still stall the event loop on a body of many tiny JSON values)."""
+        raw = await request.body()
+        limits = self.serve.limits
+        if len(raw) <= limits.inline_parse_bytes:
+            return parse(model, raw, limits)
+        if self._parse_pool is None:
+            self._parse_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._parse_pool, parse, model, raw, limits
+            )
+        except BrokenProcessPool:
+            self._parse_pool = None
+            raise ApiError(
+                503, "the body parser restarted; retry the request", type_="server_error", code="retry"
+            ) from None
 
     def models(self) -> list[str]:
         return [self.model_name] + [f"{self.model_name}@{a}" for a in self.routes.aliases]
@@ -182,60 +164,59 @@ def _error(exc: ApiError, headers: dict[str, str] | None = None) -> JSONResponse
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    for e in errors:
-        if e.get("type") == "json_invalid":
-            return (
-                f"the request body is not valid JSON ({e.get('ctx', {}).get('error', 'parse error')})",
-                None,
-            )
-    parts, param = [], None
-    for e in errors[:5]:
-        loc = [str(x) for x in e.get("loc", ()) if x != "body"]
-        where = ".".join(loc) or "body"
-        param = param or where
-        parts.append(f"{where}: {e.get('msg')}")
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "invalid request: " + "; ".join(parts) + more, param
+_WHY = {
+    400: "Invalid request: not JSON, not the schema, or over a serve.limits bound.",
+    401: "Missing or wrong API key (Authorization: Bearer KEY).",
+    404: "Unknown model or response id.",
+    413: "Body or image above its byte limit.",
+    429: "Too many requests in flight (Retry-After).",
+    500: "Generation failed.",
+    503: "The variant is still loading, or the body parser restarted: retry.",
+}
 
 
-def _convert(body: ChatRequest, limits) -> tuple[list[dict], list[Any], int, str]:
-    """OpenAI messages -> canonical messages with decoded images; total image bytes; the user text."""
-    messages, images, image_bytes, user_text = [], [], 0, []
-    n_images = sum(
-        1 for m in body.messages if not isinstance(m.content, str) for p in m.content if p.type == "image_url"
-    )
-    if n_images > limits.max_images:
-        raise ApiError(
-            400,
-            f"{n_images} images in one request, above the limit of {limits.max_images} "
-            "(serve.limits.max_images)",
-            param="messages",
-            code="too_many_images",
-        )
-    for i, m in enumerate(body.messages):
-        parts: list[dict[str, Any]] = []
-        if isinstance(m.content, str):
-            parts.append({"type": "text", "text": m.content})
-        else:
-            for j, p in enumerate(m.content):
-                if isinstance(p, TextPart):
-                    parts.append({"type": "text", "text": p.text})
-                else:
-                    img, size = decode_image(
-                        p.image_url.url,
-                        max_bytes=limits.max_image_bytes,
-                        max_pixels=limits.max_image_pixels,
-                        param=f"messages.{i}.content.{j}.image_url",
-                    )
-                    images.append(img)
-                    image_bytes += size
-                    parts.append({"type": "image"})
-        if m.role == "user":
-            user_text += [p["text"] for p in parts if p["type"] == "text"]
-        messages.append({"role": m.role, "content": parts})
-    return messages, images, image_bytes, " ".join(user_text)
+def _errors(*codes: int) -> dict:
+    """OpenAPI responses for these error statuses, each with the OpenAI error object."""
+    return {code: {"model": ErrorResponse, "description": _WHY[code]} for code in codes}
+
+
+def _body(schema: str) -> dict:
+    """openapi_extra for a JSON body that the route parses itself (off the event loop)."""
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _document(doc: dict, srv: Server) -> dict:
+    """FastAPI's OpenAPI document made true to this server: the bodies the routes parse themselves (with
+    the served model names and the serve.limits bounds), no 422 (errors are 400), and bearerAuth on the
+    routes that need a key."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for model in (ChatRequest, Feedback):
+        one = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(one.pop("$defs", {}))
+        schemas[model.__name__] = one
+    limits = srv.serve.limits
+    chat = schemas["ChatRequest"]["properties"]
+    chat["model"]["enum"] = srv.models()
+    chat["messages"]["maxItems"] = limits.max_messages
+    for key in ("max_tokens", "max_completion_tokens"):
+        chat[key]["anyOf"][0]["maximum"] = limits.max_tokens
+    schemas["TextPart"]["properties"]["text"]["maxLength"] = limits.max_message_chars
+    schemas["Message"]["properties"]["content"]["anyOf"][0]["maxLength"] = limits.max_message_chars
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    if srv.keys.enabled:
+        doc["components"]["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            op.get("responses", {}).pop("422", None)
+            if srv.keys.enabled and _protected(path, srv.serve.metrics_auth):
+                op["security"] = [{"bearerAuth": []}]
+    return doc
+
+
+def _protected(path: str, metrics_auth: bool) -> bool:
+    return path.startswith("/v1/") or (metrics_auth and path.rstrip("/") == "/metrics")
 
 
 def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
@@ -265,12 +246,30 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        message, param = _validation_message(exc)
+        message, param = validation_message(list(exc.errors()))
         return _error(ApiError(400, message, param=param))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return _error(exc)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            message, code = f"no route {where}: the API is documented at /docs and /openapi.json", "not_found"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message, code = f"{where}: method not allowed here (allowed: {allowed})", "method_not_allowed"
+        else:
+            message, code = f"{where}: {HTTPStatus(exc.status_code).phrase}", None
+        return _error(ApiError(exc.status_code, message, code=code), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        err = ApiError(500, "internal server error (the server log has the details)", type_="server_error")
+        return _error(err)
 
     @app.get("/health")
     async def health() -> dict:
@@ -286,7 +285,22 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    @app.get("/v1/models")
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"description": "Prometheus text format (or OpenMetrics by Accept).",
+                         "content": {"text/plain": {"schema": {"type": "string"}}}}}
+        | _errors(*([401] if cfg.serve.metrics_auth and srv.keys.enabled else [])),
+    )  # fmt: skip
+    async def metrics(request: Request) -> Response:
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(request.headers.get("accept"))
+        return Response(encoder(srv.metrics.registry), media_type=content_type)
+
+    auth = [401] if srv.keys.enabled else []
+
+    @app.get("/v1/models", responses=_errors(*auth))
     async def models() -> dict:
         created = int(time.time())
         return {
@@ -296,8 +310,9 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
             ],
         }
 
-    @app.post("/v1/feedback", responses={404: {"description": "Unknown response id."}})
-    async def feedback(body: Feedback) -> dict:
+    @app.post("/v1/feedback", responses=_errors(400, *auth, 404, 413), openapi_extra=_body("Feedback"))
+    async def feedback(request: Request) -> dict:
+        body: Feedback = await srv.parse(Feedback, request)
         if body.outcome is None and body.score is None:
             raise ApiError(400, "feedback needs an outcome (correct/incorrect) or a score", param="outcome")
         known = await asyncio.to_thread(srv.store.known, body.response_id)
@@ -306,7 +321,7 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
         srv.store.feedback(body.response_id, body.outcome, body.score)
         return {"ok": True}
 
-    @app.get("/v1/monitoring/drift")
+    @app.get("/v1/monitoring/drift", responses=_errors(*auth))
     async def drift() -> dict:
         if not srv.serve.drift.enabled:
             return {"status": "disabled"}
@@ -315,15 +330,17 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
     @app.post(
         "/v1/chat/completions",
         responses={
-            400: {"description": "Invalid request."},
-            401: {"description": "Missing or wrong API key."},
-            404: {"description": "Unknown model."},
-            413: {"description": "Body or image too large."},
-            429: {"description": "Too many requests in flight."},
-        },
+            200: {
+                "description": "A chat.completion, or (stream: true) chat.completion.chunk events.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        }
+        | _errors(400, *auth, 404, 413, 429, 500, 503),
+        openapi_extra=_body("ChatRequest"),
     )
-    async def chat(body: ChatRequest, x_user_id: Annotated[str | None, Header()] = None):
+    async def chat(request: Request, x_user_id: Annotated[str | None, Header()] = None):
         started = time.perf_counter()
+        body: ChatRequest = await srv.parse(ChatRequest, request)
         rid = "chatcmpl-" + secrets.token_hex(12)
         user = body.user or x_user_id
         info: dict[str, Any] = {"id": rid, "stream": body.stream, "user_hash": ab.user_hash(user)}
@@ -382,55 +399,11 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
                 variant.release()
 
         try:
-            # 2. Validate: tokens, images (decoded off the event loop), prompt length.
-            limits = srv.serve.limits
-            max_tokens = (
-                body.max_completion_tokens
-                or body.max_tokens
-                or min(limits.default_max_tokens, limits.max_tokens)
-            )
-            if max_tokens > limits.max_tokens:
-                raise ApiError(
-                    400,
-                    f"max_tokens {max_tokens} is above the limit of {limits.max_tokens} "
-                    "(serve.limits.max_tokens)",
-                    param="max_tokens",
-                )
-            if body.stream_options is not None and not body.stream:
-                raise ApiError(
-                    400, "stream_options is only allowed with stream: true", param="stream_options"
-                )
-            has_images = any(not isinstance(m.content, str) and m.content for m in body.messages)
-            if has_images:
-                messages, images, image_bytes, prompt_text = await asyncio.to_thread(_convert, body, limits)
-            else:
-                messages, images, image_bytes, prompt_text = _convert(body, limits)
-            info.update(images=len(images), image_bytes=image_bytes)
-            raw = None
-            if srv.serve.backend == "vllm":
-                raw = [m.model_dump(exclude_none=True) for m in body.messages]
-            req = GenRequest(
-                messages,
-                images,
-                max_tokens,
-                body.temperature,
-                body.top_p,
-                raw_messages=raw,
-                stream=body.stream,
-            )
-            try:
-                n_prompt = srv.engine.prompt_tokens(variant, req)
-            except Exception as exc:  # noqa: BLE001 - the chat template refused the conversation
-                raise ApiError(
-                    400, f"the model's chat template refused these messages: {exc}", param="messages"
-                ) from None
-            if n_prompt > limits.max_prompt_tokens:
-                raise ApiError(
-                    400,
-                    f"the prompt is {n_prompt} tokens, above the limit of {limits.max_prompt_tokens} "
-                    "(serve.limits.max_prompt_tokens)",
-                    param="messages",
-                )
+            # 2. Prepare off the event loop: images decoded, the chat template rendered, the prompt counted.
+            max_tokens = max_tokens_of(body, srv.serve.limits)
+            prepared = await asyncio.to_thread(prepare, body, max_tokens, srv.engine, variant, srv.serve)
+            req, prompt_text, images = prepared.req, prepared.prompt_text, prepared.req.images
+            info.update(images=len(images), image_bytes=prepared.image_bytes)
             stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
 
             # 3. Deterministic? The cache may already hold the answer.
@@ -608,23 +581,31 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
-    from prometheus_client import make_asgi_app
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            app.openapi_schema = _document(doc, srv)
+        return app.openapi_schema
 
-    app.mount("/metrics", make_asgi_app(registry=srv.metrics.registry))
-    app.add_middleware(AuthMiddleware, keys=srv.keys)
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(AuthMiddleware, keys=srv.keys, metrics=cfg.serve.metrics_auth)
     app.add_middleware(BodyLimit, max_bytes=cfg.serve.limits.max_body_bytes)
     return app
 
 
 class AuthMiddleware:
-    """401 for /v1/ requests without a valid key (before the body is read or parsed)."""
+    """401 for /v1/ requests (and /metrics with serve.metrics_auth) without a valid key, before the body is
+    read or parsed."""
 
-    def __init__(self, app, keys: ApiKeys) -> None:
+    def __init__(self, app, keys: ApiKeys, metrics: bool) -> None:
         self.app = app
         self.keys = keys
+        self.metrics = metrics
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and self.keys.enabled and scope["path"].startswith("/v1/"):
+        if scope["type"] == "http" and self.keys.enabled and _protected(scope["path"], self.metrics):
             header = dict(scope.get("headers") or []).get(b"authorization")
             if not self.keys.check(header.decode("latin-1") if header else None):
                 why = "missing API key" if not header else "invalid API key"

@@ -308,8 +308,14 @@ class ModelHost:
         return req.prompt
 
     def prompt_tokens(self, req: GenRequest) -> int:
-        """Text tokens of the rendered prompt (image placeholders count one each): for the prompt limit."""
-        return len(self.processor.tokenizer(self._rendered(req), add_special_tokens=False)["input_ids"])
+        """Text tokens of the rendered prompt (image placeholders count one each): for the prompt limit.
+        Blocking; through the Rust tokenizer's batch call where there is one, which releases the GIL (the
+        single-text call does not) and builds no Python list of ids."""
+        text = self._rendered(req)
+        backend = getattr(self.processor.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            return len(backend.encode_batch([text], add_special_tokens=False)[0])
+        return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # ------------------------------------------------------------ worker thread
     def _loop(self) -> None:

@@ -31,8 +31,15 @@ class ApiError(Exception):
         self.param = param
         self.code = code
 
+    def __reduce__(self):  # picklable: parsing may run in a helper process
+        return _api_error, (self.status, self.message, self.type, self.param, self.code)
+
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _api_error(status: int, message: str, type_: str, param, code) -> ApiError:
+    return ApiError(status, message, type_=type_, param=param, code=code)
 
 
 def decode_image(url: str, *, max_bytes: int, max_pixels: int, param: str) -> tuple[Image.Image, int]:
