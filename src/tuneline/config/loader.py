@@ -393,10 +393,11 @@ def with_overrides(config: Config, overrides: typing.Mapping[str, Any], *, sourc
     the result has no sweep section. ConfigError names ``source`` and lists every problem."""
     data = to_dict(config, redact=False)
     data.pop("sweep", None)
-    lines = {tuple(k.split(".")): f"{source} {k}" for k in overrides}
+    lines: dict[KeyPath, str] = {}
     problems: list[str] = []
     for key, value in overrides.items():
         _apply_set(data, f"{key}={json.dumps(value)}", lines, problems)
+        lines[tuple(key.split("."))] = f"{source} {key}"
     try:
         trial = Config.model_validate(data)
     except ValidationError as exc:

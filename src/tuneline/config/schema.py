@@ -622,6 +622,12 @@ class ServeConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
         "auto", description="Weight dtype (auto: bfloat16 on a GPU that supports it, else float32)."
     )
+    quantization: Literal["none", "int8", "nf4"] = Field(
+        "none",
+        description="Weights of the served model through bitsandbytes: int8 (LLM.int8) or nf4 (4-bit); the "
+        "vision side and the LM head stay in dtype. When set, evaluation scores the quantized model, so "
+        "the gate judges what will serve.",
+    )
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, lt=65536, description="Port to listen on (0: any free port).")
     auth: ServeAuthConfig = Field(default_factory=ServeAuthConfig, description="API keys.")
