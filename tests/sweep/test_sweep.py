@@ -172,4 +172,9 @@ def test_two_workers_share_one_study_and_run_no_trial_twice(workdir, shapes_dir)
         assert '"resume"' not in events
     final = _tuneline("sweep", str(path), cwd=workdir)
     out, _ = final.communicate(timeout=300)
-    assert final.returncode == 0 and "recommended" in out, out
+    assert final.returncode == 0, out
+    assert json.loads((sweep_dir(cfg) / "frontier.json").read_text())["recommended"] in {
+        "s-lora",
+        "m-lora",
+        "l-lora",
+    }
