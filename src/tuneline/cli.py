@@ -453,6 +453,73 @@ data:
 """
 
 
+# ------------------------------------------------------------------------- sweep
+@app.command()
+def sweep(
+    config: Annotated[
+        str,
+        typer.Argument(
+            help="The YAML config with a sweep: section, or `promote CONFIG`.", show_default=False
+        ),
+    ],
+    promote_config: Annotated[
+        Path | None, typer.Argument(help="With promote: the config.", show_default=False)
+    ] = None,
+    set_: SetOpt = None,
+    worker: Annotated[
+        bool, typer.Option("--worker", help="Only run trials of the shared study (no frontier at the end).")
+    ] = False,
+) -> None:
+    """Run the sweep's trials (Optuna) and write sweep/frontier.json and report.html with a recommendation;
+    `tuneline sweep promote CONFIG` registers the recommended trial and promotes it if its gate passed."""
+    try:
+        from tuneline.stages import sweep as sweep_stage
+
+        if config == "promote":
+            if promote_config is None:
+                raise typer.BadParameter("tuneline sweep promote CONFIG")
+            reg, change = sweep_stage.promote(_load(promote_config, set_), report=_report)
+            out.print(
+                f"{escape(reg.model_name)}: version {reg.version} registered; champion → {change.champion}"
+            )
+            return
+        result = sweep_stage.run(_load(Path(config), set_), Path(config), worker=worker, report=_report)
+    except typer.BadParameter:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(exc) from exc
+    if result.frontier is None:
+        err.print(f"worker done: ran {len(result.ran)} trial(s)")
+        return
+    f = result.frontier
+    table = Table(title=f"sweep {f['study']}: {f['metric']} vs {f['cost_metric']}", header_style="bold")
+    for col in (
+        "trial",
+        "state",
+        f["metric"],
+        "95% CI",
+        "vs best",
+        f["cost_metric"],
+        "Pareto",
+        "non-inferior",
+    ):
+        table.add_column(col)
+    for t in f["trials"]:
+        vs = t["vs_best"] or {}
+        table.add_row(
+            t["key"] + (" (recommended)" if t["key"] == f["recommended"] else ""),
+            t["state"],
+            _fmt(t["metric"]),
+            f"[{_fmt(t['ci'][0])}, {_fmt(t['ci'][1])}]",
+            _fmt(vs.get("delta"), "+.4f"),
+            _fmt(t.get(f["cost_metric"]), ".6g"),
+            "*" if t["pareto"] else "",
+            {True: "yes", False: "no"}.get(t["non_inferior"], "-"),
+        )
+    out.print(table)
+    err.print(f"frontier: {result.root / 'frontier.json'}\nreport: {result.root / 'report.html'}")
+
+
 # serve, serve report, monitor drift / profile (tuneline.cli_serve)
 __import__("tuneline.cli_serve", fromlist=["register"]).register(app)
 

@@ -69,3 +69,9 @@ class GateFailed(TunelineError):
     """The tuned model did not show what eval.gate demands; the evaluation itself is complete."""
 
     exit_code = 7
+
+
+class SweepError(TunelineError):
+    """A sweep cannot start or finish (its study, its trials or their results)."""
+
+    exit_code = 8

@@ -180,10 +180,13 @@ class RunDir:
 
     # creation and lookup -----------------------------------------------------------------
     @classmethod
-    def create(cls, cfg: Config, config_path: Path | None, *, run_id: str | None = None) -> RunDir:
-        """A new run directory; ``run_id`` names it (a launched job's id, the same on every retry)."""
+    def create(
+        cls, cfg: Config, config_path: Path | None, *, run_id: str | None = None, parent: Path | None = None
+    ) -> RunDir:
+        """A new run directory; ``run_id`` names it (a launched job's id, the same on every retry). It goes
+        under ``parent`` when given (a sweep's trials), else under <run.output_dir>/<run.name>/."""
         run_id = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-        path = cfg.run.output_dir / cfg.run.name / run_id
+        path = (parent or cfg.run.output_dir / cfg.run.name) / run_id
         path.mkdir(parents=True, exist_ok=False)
         run = cls(path)
         atomic_write_text(run.config_file, to_yaml(cfg))

@@ -79,3 +79,33 @@ def test_missing_hub_model_fails_at_once_offline():
 def test_folder_that_is_not_a_checkpoint(tmp_path):
     with pytest.raises(ModelError, match="no config.json"):
         resolve_base(ModelConfig(base=str(tmp_path)))
+
+
+@pytest.mark.parametrize("family", ["gemma3", "llama"])
+def test_tiny_sizes_are_the_same_architecture_growing(family):
+    """tiny:<family>@s|m|l: one architecture at three sizes; @s is the unsized preset itself."""
+    plain = resolve_base(ModelConfig(base=f"tiny:{family}"))
+    assert resolve_base(ModelConfig(base=f"tiny:{family}@s")).folder == plain.folder
+    counts, kinds = [], set()
+    for size in ("s", "m", "l"):
+        resolved = resolve_base(ModelConfig(base=f"tiny:{family}@{size}"))
+        model = load_model(resolved)
+        kinds.add(type(model).__name__)
+        text = model.config.get_text_config()
+        counts.append((text.hidden_size, text.num_hidden_layers, sum(p.numel() for p in model.parameters())))
+        ids = load_processor(resolved).encode(["<bos>hello"])["input_ids"]
+        with torch.no_grad():
+            assert torch.isfinite(model(input_ids=ids).logits).all()
+    assert len(kinds) == 1
+    hidden, layers, params = zip(*counts, strict=True)
+    assert hidden[0] < hidden[1] < hidden[2] and layers[0] < layers[1] < layers[2]
+    assert params[0] < params[1] < params[2]
+
+
+def test_tiny_size_errors_name_the_sizes():
+    with pytest.raises(ModelError, match="no size 'xl'") as info:
+        resolve_base(ModelConfig(base="tiny:llama@xl"))
+    assert "s, m, l" in str(info.value.hint)
+    with pytest.raises(ModelError, match="no size 'm'") as info:
+        resolve_base(ModelConfig(base="tiny:bert@m"))
+    assert "gemma3" in str(info.value.hint) and "llama" in str(info.value.hint)

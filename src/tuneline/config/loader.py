@@ -388,6 +388,26 @@ def load_config(
     return config
 
 
+def with_overrides(config: Config, overrides: typing.Mapping[str, Any], *, source: str) -> Config:
+    """``config`` with dotted keys set to new values (a sweep's trial), validated like ``--set`` overrides;
+    the result has no sweep section. ConfigError names ``source`` and lists every problem."""
+    data = to_dict(config, redact=False)
+    data.pop("sweep", None)
+    lines: dict[KeyPath, str] = {}
+    problems: list[str] = []
+    for key, value in overrides.items():
+        _apply_set(data, f"{key}={json.dumps(value)}", lines, problems)
+        lines[tuple(key.split("."))] = f"{source} {key}"
+    try:
+        trial = Config.model_validate(data)
+    except ValidationError as exc:
+        problems += list(dict.fromkeys(_format_error(e, lines, {}) for e in exc.errors(include_url=False)))
+    if problems:
+        raise ConfigError(problems, source=source)
+    trial._templates.update(config._templates)
+    return trial
+
+
 def to_dict(config: Config, *, redact: bool = True) -> dict[str, Any]:
     """The resolved configuration as plain data; ${ENV} values put back as written unless redact=False."""
     data = config.model_dump(mode="json")

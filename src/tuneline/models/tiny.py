@@ -13,6 +13,18 @@ TEXT_SIZE: dict[str, int] = {
     "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
     "num_key_value_heads": 2, "max_position_embeddings": 1024,
 }  # fmt: skip
+# ``tiny:<family>@s|m|l``: the same architecture at three sizes, for cost-quality sweeps on a CPU. ``s`` is
+# TEXT_SIZE (so ``tiny:gemma3@s`` is ``tiny:gemma3``); each step doubles the width and adds layers
+# (language-model parameters without embeddings: s 0.08M, m 0.6M, l 3.5M).
+TINY_SIZES: dict[str, dict[str, int]] = {
+    "s": TEXT_SIZE,
+    "m": {**TEXT_SIZE, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4},
+    "l": {
+        **TEXT_SIZE, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 6,
+        "num_attention_heads": 8, "num_key_value_heads": 4,
+    },
+}  # fmt: skip
+DEFAULT_SIZE = "s"
 VISION_SIZE: dict[str, int] = {
     "hidden_size": 32,
     "intermediate_size": 64,
@@ -24,15 +36,20 @@ VISION_SIZE: dict[str, int] = {
 EMBED_STD = 0.25
 
 
-def text_config(config_cls: type, tokenizer: Any, **extra: Any) -> Any:
-    """A language-model config of toy size whose vocabulary and special ids come from ``tokenizer``;
-    ``extra`` adds settings or overrides a size."""
+def head_dim(size: str) -> int:
+    dims = TINY_SIZES[size]
+    return dims["hidden_size"] // dims["num_attention_heads"]
+
+
+def text_config(config_cls: type, tokenizer: Any, size: str = DEFAULT_SIZE, **extra: Any) -> Any:
+    """A language-model config of toy ``size`` (a key of TINY_SIZES) whose vocabulary and special ids come
+    from ``tokenizer``; ``extra`` adds settings or overrides a size."""
     return config_cls(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        **{**TEXT_SIZE, **extra},
+        **{**TINY_SIZES[size], **extra},
     )
 
 

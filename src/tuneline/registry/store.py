@@ -100,10 +100,11 @@ def experiment_id(c, name: str, tracking_uri: str | None) -> str:
     return c.create_experiment(name, artifact_location=location)
 
 
-def open_run(c, experiment: str, run, tracking_uri: str | None) -> str:
+def open_run(c, experiment: str, run, tracking_uri: str | None, *, tags: dict[str, str] | None = None) -> str:
     """The MLflow run of a tuneline run directory: the one opened before (by training, which logs its
-    curve live, or by an earlier register), else a new one. Recorded in the summary under ``mlflow``
-    so that a resumed training and the register stage keep writing to the same MLflow run."""
+    curve live, or by an earlier register), else a new one (with ``tags``: a sweep trial's parent run).
+    Recorded in the summary under ``mlflow`` so that a resumed training and the register stage keep writing
+    to the same MLflow run."""
     recorded = (run.summary().get("mlflow") or {}).get("run_id")
     if recorded:
         try:
@@ -112,7 +113,8 @@ def open_run(c, experiment: str, run, tracking_uri: str | None) -> str:
         except Exception:  # noqa: BLE001 - deleted or from another store: open a new one
             pass
     exp_id = experiment_id(c, experiment, tracking_uri)
-    rid = c.create_run(exp_id, run_name=run.run_id, tags={"tuneline.run_id": run.run_id}).info.run_id
+    tags = {"tuneline.run_id": run.run_id, **(tags or {})}
+    rid = c.create_run(exp_id, run_name=run.run_id, tags=tags).info.run_id
     run.update_summary(mlflow={"run_id": rid, "live_metrics_complete": False})
     return rid
 

@@ -160,15 +160,25 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
 
     # 3. The tuned model as it will be deployed: the base (4-bit for QLoRA) with the adapter on top,
     # or, for a full fine-tune, the saved model itself.
+    # serve.quantization: the weights it will serve with (int8 / nf4), so the gate judges those.
+    quant = cfg.serve.quantization
     if cfg.train.method == "full":
         tuned_model = load_model(
-            base, cfg.model.dtype, folder=run.adapter_dir, labels=labels if classifier else None
+            base,
+            cfg.model.dtype,
+            folder=run.adapter_dir,
+            labels=labels if classifier else None,
+            quantization=quant,
         )
     else:
-        if cfg.train.method == "qlora":
+        if cfg.train.method == "qlora" or quant != "none":
             set_seed(cfg.run.seed)
             model = load_model(
-                base, cfg.model.dtype, quantize_4bit=True, labels=labels if classifier else None
+                base,
+                cfg.model.dtype,
+                quantize_4bit=cfg.train.method == "qlora" and quant == "none",
+                quantization=quant,
+                labels=labels if classifier else None,
             )
         tuned_model = PeftModel.from_pretrained(model, run.adapter_dir)
     if torch.cuda.is_available():
@@ -179,6 +189,7 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     from tuneline.evaluation.report import build_report, predictions_table
 
     report = build_report(cfg, task, labels, positive, records, scored)
+    report["models"]["tuned"]["quantization"] = quant
     run.eval_dir.mkdir(exist_ok=True)
     import pyarrow.parquet as pq
 
@@ -209,6 +220,7 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
         **headline,
         "gate": gate,
         "primary": report.get("primary"),
+        "quantization": quant,
     }
     atomic_write_json(run.eval_file, summary_eval)
     run.update_summary(eval=summary_eval)

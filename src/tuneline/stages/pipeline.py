@@ -22,10 +22,10 @@ Reporter = Callable[[str, str, float], None]  # (stage, "start" | "done", second
 def preflight(cfg: Config) -> None:
     """Cheap checks that would otherwise fail a later stage after minutes of work."""
     from tuneline.models.families import get_family
-    from tuneline.models.load import PACKAGE_PREFIX, TINY_PREFIX, package_folder
+    from tuneline.models.load import PACKAGE_PREFIX, TINY_PREFIX, package_folder, parse_tiny
 
     if cfg.model.base.startswith(TINY_PREFIX):
-        get_family(cfg.model.base[len(TINY_PREFIX) :])
+        parse_tiny(cfg.model.base)
     if cfg.model.base.startswith(PACKAGE_PREFIX):
         package_folder(cfg.model.base)  # installed, and it names a checkpoint folder
     if cfg.model.family:

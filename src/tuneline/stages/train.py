@@ -37,7 +37,8 @@ class TrainResult:
     trainable_parameters: int
 
 
-def run(cfg: Config, run: RunDir) -> TrainResult:
+def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainResult:
+    """``callbacks``: more TrainerCallbacks (a sweep's pruning callback reporting the val loss curve)."""
     import torch
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -152,6 +153,7 @@ def run(cfg: Config, run: RunDir) -> TrainResult:
         *live_mlflow(cfg, run),
         ManifestCallback(),
         stopper := StopOnSignal(),
+        *callbacks,
     ]
     if cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))

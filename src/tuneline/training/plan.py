@@ -186,12 +186,11 @@ class ModelProfile:
 
 def _config_folder(model: ModelConfig) -> Path:
     """A folder holding the base model's config.json, without reading (or downloading) any weights."""
-    from tuneline.models.families import get_family
-    from tuneline.models.load import PACKAGE_PREFIX, TINY_PREFIX, package_folder, tiny_folder
+    from tuneline.models.load import PACKAGE_PREFIX, TINY_PREFIX, package_folder, parse_tiny, tiny_folder
 
     spec = model.base
     if spec.startswith(TINY_PREFIX):
-        return tiny_folder(get_family(spec[len(TINY_PREFIX) :]))
+        return tiny_folder(*parse_tiny(spec))
     if spec.startswith(PACKAGE_PREFIX):
         return package_folder(spec)[0]
     local = Path(spec).expanduser()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from tuneline.errors import ModelError
@@ -33,7 +32,10 @@ class ModelFamily:
     model_types: tuple[str, ...]
     multimodal: bool
     auto_class: str  # name of the transformers Auto* class that loads it
-    build_tiny: Callable[[Path, int], None]  # (folder, seed) -> writes a checkpoint there
+    build_tiny: Callable[..., None]  # (folder, seed[, size]) -> writes a checkpoint there
+    # Sizes of the tiny preset (``tiny:<family>@<size>``, models/tiny.py TINY_SIZES); build_tiny then takes
+    # ``size=``. Empty: one size only.
+    tiny_sizes: tuple[str, ...] = ()
     # Modules never adapted by LoRA "auto" targeting (vision side); regex over full names.
     exclude_from_lora: str | None = None
     # Module names LoRA must never adapt, even when the vision tower trains (e.g. Llama 4's MoE router).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families import ModelFamily, register_family
-from tuneline.models.tiny import VISION_SIZE, finish, text_config
+from tuneline.models.tiny import DEFAULT_SIZE, TINY_SIZES, VISION_SIZE, finish, head_dim, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 # The shape of Gemma 3's own template, reduced to what a tiny model needs: image parts become
@@ -36,7 +36,7 @@ PATCH_SIZE = 8
 TOKENS_PER_IMAGE = 4  # a square whose root divides IMAGE_SIZE / PATCH_SIZE
 
 
-def build_tiny(folder: Path, seed: int) -> None:
+def build_tiny(folder: Path, seed: int, size: str = DEFAULT_SIZE) -> None:
     import torch
     from transformers import (
         Gemma3Config,
@@ -58,7 +58,7 @@ def build_tiny(folder: Path, seed: int) -> None:
         chat_template=CHAT_TEMPLATE,
     )
     ids = tokenizer.convert_tokens_to_ids
-    text = text_config(Gemma3TextConfig, tokenizer, head_dim=16, sliding_window=256)
+    text = text_config(Gemma3TextConfig, tokenizer, size, head_dim=head_dim(size), sliding_window=256)
     vision = SiglipVisionConfig(**VISION_SIZE, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE)
     config = Gemma3Config(
         text_config=text,
@@ -93,6 +93,7 @@ FAMILY = register_family(
         multimodal=True,
         auto_class="AutoModelForImageTextToText",
         build_tiny=build_tiny,
+        tiny_sizes=tuple(TINY_SIZES),
         exclude_from_lora=r".*(vision_tower|multi_modal_projector).*",
         projector_modules=("model.multi_modal_projector",),
         vision_modules=("model.vision_tower",),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families import ModelFamily, register_family
-from tuneline.models.tiny import finish, text_config
+from tuneline.models.tiny import DEFAULT_SIZE, TINY_SIZES, finish, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
@@ -27,7 +27,7 @@ SPECIAL_TOKENS = [
 ]  # fmt: skip
 
 
-def build_tiny(folder: Path, seed: int) -> None:
+def build_tiny(folder: Path, seed: int, size: str = DEFAULT_SIZE) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -41,7 +41,7 @@ def build_tiny(folder: Path, seed: int) -> None:
         },
         chat_template=CHAT_TEMPLATE,
     )
-    config = text_config(LlamaConfig, tokenizer, tie_word_embeddings=True)
+    config = text_config(LlamaConfig, tokenizer, size, tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     finish(model, tokenizer, ["<|end_of_text|>", "<|eot_id|>"])
@@ -56,6 +56,7 @@ FAMILY = register_family(
         multimodal=False,
         auto_class="AutoModelForCausalLM",
         build_tiny=build_tiny,
+        tiny_sizes=tuple(TINY_SIZES),
         turn_end_tokens=("<|eot_id|>",),
     )
 )
