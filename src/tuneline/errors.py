@@ -69,3 +69,9 @@ class GateFailed(TunelineError):
     """The tuned model did not show what eval.gate demands; the evaluation itself is complete."""
 
     exit_code = 7
+
+
+class OfflineViolation(TunelineError):
+    """A stage under run.offline tried to open a connection that leaves the machine."""
+
+    exit_code = 9

@@ -32,6 +32,12 @@ class RunConfig(Section):
         Path, Field(description="Folder that holds the run directories.", json_schema_extra=PATH_FIELD)
     ] = Path("runs")
     seed: int = Field(42, description="Global seed: data split, model initialisation, data order.")
+    offline: bool | None = Field(
+        None,
+        description="Refuse every network connection that leaves the machine while a stage runs (loopback "
+        "stays allowed): the stage fails naming the destination, and provenance.json records it. "
+        "Unset: on when HF_HUB_OFFLINE=1.",
+    )
 
 
 class ModelConfig(Section):
