@@ -639,6 +639,13 @@ class ServeConfig(Section):
     drift: ServeDriftConfig = Field(default_factory=ServeDriftConfig, description="Drift monitoring.")
     watch: ServeWatchConfig = Field(default_factory=ServeWatchConfig, description="Registry alias watching.")
     vllm: VllmConfig = Field(default_factory=VllmConfig, description="vllm backend settings.")
+    pii: Literal["off", "flag", "redact", "block"] = Field(
+        "flag",
+        description="Personal data (email, phone, card, IBAN, national id) in generated answers: 'flag' "
+        "counts it (tuneline:pii_outputs_total{kind}) and adds an X-Tuneline-PII header, 'redact' replaces "
+        "each span with [KIND], 'block' refuses the answer (400, code pii_in_output); streams are scanned "
+        "on a sliding window.",
+    )
     state_dir: Annotated[
         Path,
         Field(
