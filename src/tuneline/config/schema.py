@@ -278,6 +278,37 @@ class DistributedConfig(Section):
     deepspeed_offload: bool = Field(False, description="DeepSpeed: offload optimizer state to the CPU.")
 
 
+class DpConfig(Section):
+    target_epsilon: float | None = Field(
+        None,
+        gt=0,
+        description="Privacy budget epsilon for the whole run: the noise multiplier is chosen so the RDP "
+        "accountant reaches it at the last step. Give this or noise_multiplier.",
+    )
+    delta: float | None = Field(
+        None, gt=0, lt=1, description="Privacy parameter delta (default: 1 / training records)."
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Per-sample gradient clipping norm C.")
+    noise_multiplier: float | None = Field(
+        None, gt=0, description="Gaussian noise std / C. Unset: derived from target_epsilon."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DpConfig:
+        if (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError("train.privacy.dp needs exactly one of target_epsilon and noise_multiplier")
+        return self
+
+
+class PrivacyConfig(Section):
+    dp: DpConfig | None = Field(
+        None,
+        description="Differentially private training (Opacus): per-sample clipping and Gaussian noise on the "
+        "trainable parameters, Poisson-sampled batches of expected size train.batch_size (they replace "
+        "length grouping), the RDP accountant.",
+    )
+
+
 class TrainConfig(Section):
     method: Literal["lora", "qlora", "dora", "full"] = Field(
         "lora",
@@ -362,6 +393,27 @@ class TrainConfig(Section):
         default_factory=DistributedConfig,
         description="How processes share the work (under torchrun / tuneline train --nproc-per-node).",
     )
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="Differential privacy.")
+
+    @model_validator(mode="after")
+    def _dp_compatible(self) -> TrainConfig:
+        if self.privacy.dp is None:
+            return self
+        bad = [
+            f"{key} {why}"
+            for key, on, why in (
+                ("gradient_accumulation_steps", self.gradient_accumulation_steps > 1, "must be 1"),
+                ("packing", self.packing, "must be false (a packed row mixes samples)"),
+                ("class_balance", self.class_balance == "sampler", "must not be 'sampler'"),
+            )
+            if on
+        ]
+        if bad:
+            raise ValueError(
+                "train.privacy.dp samples batches itself (Poisson) and clips each sample: train."
+                + "; train.".join(bad)
+            )
+        return self
 
     @model_validator(mode="after")
     def _evaluation_schedule(self) -> TrainConfig:
@@ -409,7 +461,11 @@ class ThresholdConfig(Section):
 
 
 class GuardRule(Section):
-    metric: Literal[METRICS] = Field(..., description="Metric of the tuned model to bound.")
+    metric: Literal[(*METRICS, "dp_epsilon")] = Field(
+        ...,
+        description="Metric of the tuned model to bound; dp_epsilon: the epsilon its differentially private "
+        "training spent (train.privacy.dp; undefined, so failing, for a model trained without DP).",
+    )
     min: float | None = Field(None, description="Fail when the metric is below this.")
     max: float | None = Field(None, description="Fail when the metric is above this.")
 
