@@ -78,8 +78,10 @@ def test_target_epsilon_is_met_at_the_planned_step(shapes_dir, workdir):
     base = resolve_base(cfg.model)
     model = prepare_for_training(load_model(base), cfg.train, base.family)
     session = DpSession(cfg, model, 38)
-    eps = spent(session.noise_multiplier, session.sample_rate, 40, session.delta)
-    assert 2.8 < eps <= 3.0 and session.delta == pytest.approx(1 / 38)
+    # Planned for the 40 steps and the loader's prefetched draw: the recorded epsilon stays within budget.
+    assert spent(session.noise_multiplier, session.sample_rate, 41, session.delta) <= 3.0
+    assert spent(session.noise_multiplier, session.sample_rate, 40, session.delta) > 2.8
+    assert session.delta == pytest.approx(1 / 38)
     # Per-sample gradients only on the trainable parameters (LoRA), none on the frozen base weights.
     hooked = {name for name, p in model.named_parameters() if p.requires_grad}
     assert hooked and all("lora_" in name for name in hooked)
@@ -226,3 +228,35 @@ def test_kill9_and_resume_spends_the_same_epsilon_and_ends_with_the_same_adapter
         for n in ("dpref", "dpkill")
     ]
     assert eps[0]["steps"] == eps[1]["steps"] and eps[0]["epsilon"] == eps[1]["epsilon"]
+
+
+def test_dp_run_on_the_tiny_text_model(workdir):
+    """The tiny text model (tiny:llama, text-only chat records) trains under DP and records epsilon."""
+    import random
+
+    rng = random.Random(0)
+    colours = ["red", "green", "blue", "yellow"]
+    lines = []
+    for i in range(40):
+        c = rng.choice(colours)
+        messages = [
+            {"role": "user", "content": f"Item {i} is painted {c}. What colour is item {i}?"},
+            {"role": "assistant", "content": c},
+        ]
+        lines.append(json.dumps({"id": f"t{i}", "messages": messages}))
+    (workdir / "text.jsonl").write_text("\n".join(lines) + "\n")
+    text = DP_RUN.format(
+        name="dptext",
+        data=workdir / "text.jsonl",
+        projector="false",
+        steps=4,
+        save=2,
+        dp="{target_epsilon: 8.0, max_grad_norm: 1.0}",
+        gate="{enabled: false}",
+        registry="false",
+    ).replace('"tiny:gemma3"', '"tiny:llama"')
+    result = CliRunner().invoke(app, ["run", str(write_config(workdir, text, "dptext.yaml"))])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(next((workdir / "runs" / "dptext").glob("*/summary.json")).read_text())
+    dp = summary["train"]["privacy"]["dp"]
+    assert dp["target_epsilon"] == 8.0 and 0 < dp["epsilon"] <= 8.0 and summary["train"]["steps"] == 4

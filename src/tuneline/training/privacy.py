@@ -143,7 +143,7 @@ class DpSession:
                 target_epsilon=dp.target_epsilon,
                 target_delta=self.delta,
                 sample_rate=self.sample_rate,
-                steps=self.steps_planned,
+                steps=self.steps_planned + 1,  # the loader's one prefetched draw counts too
                 accountant="rdp",
             )
         # Hooks on the trainable modules; the model itself is called as before (the Trainer keeps it).
