@@ -38,6 +38,9 @@ def test_example_runs_end_to_end(example, synth, workdir):
     assert result.exit_code == (0 if gate["passed"] else 7), result.output
     assert summary["complete"] and summary["eval"]["tuned"]["loss"] < summary["eval"]["base"]["loss"]
     assert (run_dir / "data_report.html").is_file()
+    # Issue 18: HF_HUB_OFFLINE=1 (conftest) turns run.offline on: every stage ran under the socket guard.
+    offline = json.loads((run_dir / "provenance.json").read_text())["offline"]
+    assert offline == {"prepare": True, "train": True, "evaluate": True, "register": True}
 
     # Acceptance (issue 5): report.json's metrics equal a scikit-learn recomputation from predictions.parquet.
     report = json.loads((run_dir / "eval" / "report.json").read_text())

@@ -374,6 +374,38 @@ def data_prepare(config: ConfigArg, set_: SetOpt = None) -> None:
         raise _fail(exc) from exc
 
 
+@data_app.command("forget")
+def data_forget(
+    config: ConfigArg,
+    record: Annotated[
+        list[str] | None, typer.Option("--record", help="Id of a record to forget (repeatable).")
+    ] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="A group (e.g. a patient id) to forget (repeatable).")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Write a new dataset version without these records, their groups and their near-duplicates; every
+    later prepare of the same sources leaves them out."""
+    try:
+        from tuneline.data.forget import forget
+
+        cfg = _load(config, set_)
+        done = forget(cfg, record or [], group or [])
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(exc) from exc
+    req = done.request
+    copies = f" ({len(req.duplicates)} as copies: {', '.join(req.duplicates)})" if req.duplicates else ""
+    out.print(f"forgotten: {len(req.removed)} record(s){escape(copies)}", soft_wrap=True)
+    out.print(f"new snapshot: {done.snapshot_path}, fingerprint {req.snapshot}")
+    if done.previous:
+        out.print(
+            f"held by {len(done.previous)} earlier snapshot(s): {', '.join(fp[:16] for fp in done.previous)}"
+        )
+    named = " ".join([f"--record {r}" for r in req.records] + [f"--group {g}" for g in req.groups])
+    out.print(f"registered versions trained on them: tuneline models affected {escape(named)}")
+
+
 @data_app.command("synth")
 def data_synth(
     kind: Annotated[str, typer.Argument(help="Dataset to generate: shapes, dermoscopy, digits or reviews.")],

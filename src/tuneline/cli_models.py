@@ -5,6 +5,7 @@
     tuneline models rollback NAME
     tuneline models list NAME
     tuneline models show NAME[@ALIAS|/VERSION]
+    tuneline models affected --record ID | --group G
     tuneline export NAME@ALIAS --format merged|adapter [--dtype bf16|fp16|fp32] OUT
 
 Each takes ``--tracking-uri`` (default: the SQLite store under .tuneline/ in the working directory).
@@ -170,6 +171,39 @@ def list_versions(name: NameArg, tracking_uri: UriOpt = None) -> None:
     if state.history:
         chain = " → ".join(h["version"] for h in state.history)
         out.print(f"champion history (oldest first): {chain}")
+
+
+@models_app.command("affected")
+def affected_versions(
+    record: Annotated[list[str] | None, typer.Option("--record", help="Record id (repeatable).")] = None,
+    group: Annotated[list[str] | None, typer.Option("--group", help="Group (repeatable).")] = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Every registered version whose data snapshot held the records (retrain these, archive the old)."""
+    try:
+        from tuneline.data.forget import affected
+
+        found = affected(_client(tracking_uri), record or [], group or [])
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(exc) from exc
+    if not found:
+        out.print("no registered version was made from a snapshot that held them")
+        return
+    table = Table(title="registered versions whose data held the records", header_style="bold")
+    for col in ("model", "version", "aliases", "held (record: split)", "data snapshot", "run"):
+        table.add_column(col, overflow="fold")
+    for a in found:
+        table.add_row(
+            a.model,
+            a.version,
+            ", ".join(a.aliases) or "-",
+            "\n".join(f"{k}: {v}" for k, v in sorted(a.held.items())),
+            a.fingerprint[:16],
+            a.run_id or "-",
+        )
+    out.print(table)
+    trained = sum(a.trained_on for a in found)
+    out.print(f"{len(found)} version(s), {trained} trained on them (train split)")
 
 
 @models_app.command("show")

@@ -74,4 +74,10 @@ class GateFailed(TunelineError):
 class SweepError(TunelineError):
     """A sweep cannot start or finish (its study, its trials or their results)."""
 
-    exit_code = 8
+    exit_code = 10
+
+
+class OfflineViolation(TunelineError):
+    """A stage under run.offline tried to open a connection that leaves the machine."""
+
+    exit_code = 9

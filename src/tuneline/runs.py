@@ -201,6 +201,7 @@ class RunDir:
                 "environment": environment(),
                 "data": None,
                 "base_model": None,
+                "offline": {},
             },
         )
         atomic_write_json(
@@ -270,6 +271,10 @@ class RunDir:
         prov = json.loads(self.provenance_file.read_text())
         prov.update(fields)
         atomic_write_json(self.provenance_file, prov)
+
+    def record_offline(self, stage: str, offline: bool) -> None:
+        """provenance.json's ``offline``: for each stage run, whether the offline guard was on."""
+        self.update_provenance(offline={**(self.provenance().get("offline") or {}), stage: offline})
 
     def provenance(self) -> dict[str, Any]:
         return json.loads(self.provenance_file.read_text())

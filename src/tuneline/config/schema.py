@@ -32,6 +32,12 @@ class RunConfig(Section):
         Path, Field(description="Folder that holds the run directories.", json_schema_extra=PATH_FIELD)
     ] = Path("runs")
     seed: int = Field(42, description="Global seed: data split, model initialisation, data order.")
+    offline: bool | None = Field(
+        None,
+        description="Refuse every network connection that leaves the machine while a stage runs (loopback "
+        "stays allowed): the stage fails naming the destination, and provenance.json records it. "
+        "Unset: on when HF_HUB_OFFLINE=1.",
+    )
 
 
 class ModelConfig(Section):
@@ -272,6 +278,37 @@ class DistributedConfig(Section):
     deepspeed_offload: bool = Field(False, description="DeepSpeed: offload optimizer state to the CPU.")
 
 
+class DpConfig(Section):
+    target_epsilon: float | None = Field(
+        None,
+        gt=0,
+        description="Privacy budget epsilon for the whole run: the noise multiplier is chosen so the RDP "
+        "accountant reaches it at the last step. Give this or noise_multiplier.",
+    )
+    delta: float | None = Field(
+        None, gt=0, lt=1, description="Privacy parameter delta (default: 1 / training records)."
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Per-sample gradient clipping norm C.")
+    noise_multiplier: float | None = Field(
+        None, gt=0, description="Gaussian noise std / C. Unset: derived from target_epsilon."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DpConfig:
+        if (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError("train.privacy.dp needs exactly one of target_epsilon and noise_multiplier")
+        return self
+
+
+class PrivacyConfig(Section):
+    dp: DpConfig | None = Field(
+        None,
+        description="Differentially private training (Opacus): per-sample clipping and Gaussian noise on the "
+        "trainable parameters, Poisson-sampled batches of expected size train.batch_size (they replace "
+        "length grouping), the RDP accountant.",
+    )
+
+
 class TrainConfig(Section):
     method: Literal["lora", "qlora", "dora", "full"] = Field(
         "lora",
@@ -357,6 +394,27 @@ class TrainConfig(Section):
         default_factory=DistributedConfig,
         description="How processes share the work (under torchrun / tuneline train --nproc-per-node).",
     )
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="Differential privacy.")
+
+    @model_validator(mode="after")
+    def _dp_compatible(self) -> TrainConfig:
+        if self.privacy.dp is None:
+            return self
+        bad = [
+            f"{key} {why}"
+            for key, on, why in (
+                ("gradient_accumulation_steps", self.gradient_accumulation_steps > 1, "must be 1"),
+                ("packing", self.packing, "must be false (a packed row mixes samples)"),
+                ("class_balance", self.class_balance == "sampler", "must not be 'sampler'"),
+            )
+            if on
+        ]
+        if bad:
+            raise ValueError(
+                "train.privacy.dp samples batches itself (Poisson) and clips each sample: train."
+                + "; train.".join(bad)
+            )
+        return self
 
     @model_validator(mode="after")
     def _evaluation_schedule(self) -> TrainConfig:
@@ -404,7 +462,11 @@ class ThresholdConfig(Section):
 
 
 class GuardRule(Section):
-    metric: Literal[METRICS] = Field(..., description="Metric of the tuned model to bound.")
+    metric: Literal[(*METRICS, "dp_epsilon")] = Field(
+        ...,
+        description="Metric of the tuned model to bound; dp_epsilon: the epsilon its differentially private "
+        "training spent (train.privacy.dp; undefined, so failing, for a model trained without DP).",
+    )
     min: float | None = Field(None, description="Fail when the metric is below this.")
     max: float | None = Field(None, description="Fail when the metric is above this.")
 
@@ -662,6 +724,13 @@ class ServeConfig(Section):
         False,
         description="GET /metrics needs an API key like /v1/ (false: Prometheus scrapes without one; keep "
         "the port off the public network then).",
+    )
+    pii: Literal["off", "flag", "redact", "block"] = Field(
+        "flag",
+        description="Personal data (email, phone, card, IBAN, national id) in generated answers: 'flag' "
+        "counts it (tuneline:pii_outputs_total{kind}) and adds an X-Tuneline-PII header, 'redact' replaces "
+        "each span with [KIND], 'block' refuses the answer (400, code pii_in_output); streams are scanned "
+        "on a sliding window.",
     )
     state_dir: Annotated[
         Path,

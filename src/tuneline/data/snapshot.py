@@ -78,22 +78,27 @@ def _image_name(info: Any, max_side: int | None) -> str:
     return f"{info.sha256}{suffix}.{ext}"
 
 
+def content_messages(rec: Record, infos: dict[str, Any]) -> list[dict[str, Any]]:
+    """A record's messages with every image replaced by the sha256 of its bytes."""
+    return [
+        {
+            "role": m["role"],
+            "content": [
+                {"type": "image", "sha256": infos[p["path"]].sha256} if p["type"] == "image" else p
+                for p in m["content"]
+            ],
+        }
+        for m in rec.messages
+    ]
+
+
 def fingerprint(cfg: Config, splits: dict[str, list[Record]], infos: dict[str, Any]) -> str:
     """sha256 over settings, then each record (split, id, label, group, metadata, messages) with every
     image replaced by the sha256 of its bytes: paths may move, content may not."""
     digest = hashlib.sha256(json.dumps(_settings(cfg), sort_keys=True).encode())
     for split in SPLITS:
         for rec in splits[split]:
-            messages = [
-                {
-                    "role": m["role"],
-                    "content": [
-                        {"type": "image", "sha256": infos[p["path"]].sha256} if p["type"] == "image" else p
-                        for p in m["content"]
-                    ],
-                }
-                for m in rec.messages
-            ]
+            messages = content_messages(rec, infos)
             digest.update(
                 json.dumps(
                     [split, rec.id, rec.label, rec.group, rec.metadata, messages], sort_keys=True, default=str

@@ -75,7 +75,11 @@ def slice_values(records: list[Record], column: str) -> np.ndarray:
     return np.array(["missing" if v is None or v == "" else str(v) for v in raw], dtype=object)
 
 
-def build_report(cfg: Config, task: str, labels: list[str], positive: str | None, records, scored) -> dict:
+def build_report(
+    cfg: Config, task: str, labels: list[str], positive: str | None, records, scored, privacy=None
+) -> dict:
+    """``privacy``: the training summary's privacy section (train.privacy.dp), for report.json and the
+    gate's dp_epsilon guard."""
     ev = cfg.eval
     groups = _groups(records)
     report: dict[str, Any] = {
@@ -127,7 +131,10 @@ def build_report(cfg: Config, task: str, labels: list[str], positive: str | None
             None,
         )
         tuned_metrics = report["models"]["tuned"]["metrics"]
+        if privacy and privacy.get("dp"):
+            tuned_metrics = {**tuned_metrics, "dp_epsilon": privacy["dp"]["epsilon"]}
         report["gate"] = evaluate_gate(ev.gate, primary, tuned_metrics, comparison).to_json()
+    report["privacy"] = privacy
     return M.nan_to_none(report)
 
 

@@ -162,6 +162,7 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
             f"{train_cfg.get('train_projector')} / {train_cfg.get('train_vision_tower')}",
         ],
         ["accelerator-hours", _num((train.get("cost") or {}).get("accelerator_hours"), ".4f")],
+        ["differential privacy", _dp_line((train.get("privacy") or {}).get("dp"))],
     ]
     if train_cfg.get("method") == "full":
         settings = [s for s in settings if not s[0].startswith("LoRA")]
@@ -274,3 +275,13 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
 
     lines += _table(["field", "value"], [[k, f"`{v}`"] for k, v in lineage_rows(tags)])
     return "\n".join(lines) + "\n"
+
+
+def _dp_line(dp: dict | None) -> str:
+    if not dp:
+        return "off"
+    return (
+        f"ε = {dp['epsilon']:.3g} at δ = {dp['delta']:.2g} (Opacus, RDP accountant; noise multiplier "
+        f"{dp['noise_multiplier']:.3g}, per-sample clip {dp['max_grad_norm']:g}, Poisson sampling q = "
+        f"{dp['sample_rate']:.3g}, {dp['steps']} steps)"
+    )

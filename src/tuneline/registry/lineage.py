@@ -43,6 +43,8 @@ LINEAGE_FIELDS = (
     ("git_commit", "git commit"),
     ("git_dirty", "git dirty"),
     ("environment_hash", "environment hash"),
+    ("dp_epsilon", "differential privacy epsilon"),
+    ("dp_delta", "differential privacy delta"),
     ("gate_passed", "gate passed"),
     ("gate_primary", "gate primary metric"),
     ("gate_summary", "gate rules"),
@@ -90,6 +92,11 @@ def lineage_tags(run: RunDir) -> dict[str, str]:
         "tuneline.git_dirty": git.get("dirty"),
         "tuneline.environment_hash": env.get("packages_hash"),
     }
+    dp = ((summary.get("train") or {}).get("privacy") or {}).get("dp")
+    if dp:  # differentially private training: what it spent
+        tags["tuneline.dp_epsilon"] = f"{dp['epsilon']:.6g}"
+        tags["tuneline.dp_delta"] = f"{dp['delta']:.6g}"
+        tags["tuneline.dp_noise_multiplier"] = f"{dp['noise_multiplier']:.6g}"
     tuned = ev.get("tuned") or {}
     for name in HEADLINE:
         if _finite(tuned.get(name)):

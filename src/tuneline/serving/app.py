@@ -42,6 +42,7 @@ from tuneline.serving.drift import DriftMonitor
 from tuneline.serving.engine import Delta, Done, GenerationError, Variant
 from tuneline.serving.limits import ApiError, BodyLimit
 from tuneline.serving.metrics import Metrics
+from tuneline.serving.pii_guard import PiiGuard
 from tuneline.serving.requests import (
     ChatRequest,
     ErrorResponse,
@@ -67,6 +68,7 @@ class Server:
         self.serve = cfg.serve
         self.model_name = cfg.serve.model_name or cfg.model_name
         self.metrics = Metrics()
+        self.pii = PiiGuard(cfg.serve.pii, self.metrics.registry)
         self.keys = ApiKeys(cfg.serve.auth.api_key_envs)
         state = Path(cfg.serve.state_dir)
         self.store = ab.Store(state / "ab.sqlite")
@@ -486,6 +488,8 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
                     ttft = done.first_token_at - started
                 if key and hit is None and not stopped:
                     srv.cache.put(key, (text, done))
+                text, pii_headers = srv.pii.complete(text)  # the cache keeps the raw text
+                headers.update(pii_headers)
                 reason = "stop" if stopped else done.finish_reason
                 observe(text, done, ttft, hit is not None)
                 result = {
@@ -513,6 +517,9 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
                     finish_reason=reason,
                 )
                 return JSONResponse(result, headers=headers)
+            except ApiError as exc:  # serve.pii: block
+                finish(exc.status, error=exc.message)
+                return _error(exc, headers)
             except GenerationError as exc:
                 finish(500, error=str(exc))
                 err = ApiError(500, f"generation failed: {exc}", type_="server_error")
@@ -523,6 +530,7 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
         async def events():
             sent, done, ttft, stopped, status = "", None, None, False, 200
             holdback = max((len(s) for s in stops), default=1) - 1
+            scan = srv.pii.stream()
             try:
                 yield chunk({"role": "assistant", "content": ""})
                 async for text, d in generate():
@@ -532,13 +540,16 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
                     ready = (
                         text if (stopped or d is not None) else text[: max(len(text) - holdback, len(sent))]
                     )
-                    if len(ready) > len(sent):
+                    piece = scan.feed(ready, final=stopped or d is not None)
+                    if piece:
                         if ttft is None:
                             ttft = time.perf_counter() - started
-                        yield chunk({"content": ready[len(sent) :]})
-                        sent = ready
+                        yield chunk({"content": piece})
+                    sent = ready
                     if stopped:
                         break
+                if piece := scan.feed(sent, final=True):
+                    yield chunk({"content": piece})
                 if done is None:
                     done = Done("stop", 0, 0)
                 if key and hit is None and not stopped:
@@ -565,6 +576,10 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
                 info["error"] = str(exc)
                 err = ApiError(500, f"generation failed: {exc}", type_="server_error")
                 yield f"data: {json.dumps(err.body())}\n\n"
+            except ApiError as exc:  # serve.pii: block, after the stream began
+                status = exc.status
+                info["error"] = exc.message
+                yield f"data: {json.dumps(exc.body())}\n\n"
             except (asyncio.CancelledError, GeneratorExit):
                 status = 499  # the client went away
                 raise
@@ -576,6 +591,7 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
                     prompt_tokens=done.prompt_tokens if done else None,
                     completion_tokens=done.completion_tokens if done else None,
                     cached=hit is not None,
+                    **({"pii": sorted(scan.kinds)} if scan.kinds else {}),
                 )
             yield "data: [DONE]\n\n"
 

@@ -188,7 +188,8 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     # 4. Metrics, CIs, comparisons, slices, gate.
     from tuneline.evaluation.report import build_report, predictions_table
 
-    report = build_report(cfg, task, labels, positive, records, scored)
+    privacy = (run.summary().get("train") or {}).get("privacy")
+    report = build_report(cfg, task, labels, positive, records, scored, privacy)
     report["models"]["tuned"]["quantization"] = quant
     run.eval_dir.mkdir(exist_ok=True)
     import pyarrow.parquet as pq

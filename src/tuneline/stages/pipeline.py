@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from tuneline.config import Config
+from tuneline.offline import guard as offline_guard
+from tuneline.offline import resolve as resolve_offline
 from tuneline.runs import RunDir
 from tuneline.stages import evaluate, prepare, register, train
 
@@ -36,8 +39,11 @@ def run_stage(name: str, cfg: Config, run: RunDir, report: Reporter | None = Non
     started = time.time()
     if report:
         report(name, "start", 0.0)
+    offline = resolve_offline(cfg.run.offline)
     with run.stage(name):
-        result = STAGE_MODULES[name].run(cfg, run)
+        run.record_offline(name, offline)
+        with offline_guard(name) if offline else nullcontext():
+            result = STAGE_MODULES[name].run(cfg, run)
     if report:
         report(name, "done", time.time() - started)
     return result

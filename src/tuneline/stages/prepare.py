@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneline.config import Config
-from tuneline.data import snapshot
+from tuneline.data import forget, snapshot
 from tuneline.data.records import write_records
 from tuneline.data.split import SPLITS
 from tuneline.data.validate import Validation, validate, write_report
@@ -40,6 +40,7 @@ def check(cfg: Config, report_dir: Path) -> tuple[Validation, Path, Path]:
     processor = load_processor(resolve_base(cfg.model))  # token budgets count the model's image tokens
     with phases() as progress:
         result = validate(cfg, count_tokens=processor.token_counter(), progress=progress)
+    result = forget.applied(cfg, result)  # records forgotten with `tuneline data forget` stay out
     fp = snapshot.fingerprint(cfg, result.splits, result.infos) if result.passed else None
     report_json, report_html = write_report(result, report_dir, fp)
     return result, report_json, report_html

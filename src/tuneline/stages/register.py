@@ -81,6 +81,9 @@ def run(cfg: Config, run: RunDir) -> Registration:
             for k, v in (summary["eval"].get(who) or {}).items():
                 if isinstance(v, int | float):  # undefined metrics (null) are not logged
                     metrics.append(Metric(f"eval_{who}_{k}", float(v), 0, 0))
+        dp = (summary.get("train") or {}).get("privacy") or {}
+        if dp.get("dp"):  # the epsilon the whole run spent (the curve is train_dp_epsilon)
+            metrics.append(Metric("dp_epsilon", float(dp["dp"]["epsilon"]), 0, int(dp["dp"]["steps"])))
         for i in range(0, len(params), 100):
             client.log_batch(rid, params=params[i : i + 100])
         for i in range(0, len(metrics), 1000):

@@ -83,6 +83,7 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
     set_seed(cfg.run.seed)
     model = prepare_for_training(model, cfg.train, base.family)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    dp = privacy_session(cfg, model, len(train_records))  # None without train.privacy.dp
     log.info(
         "base %s (%s), method %s, trainable parameters %d",
         base.spec,
@@ -107,7 +108,7 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
         weight_decay=cfg.train.weight_decay,
         num_train_epochs=cfg.train.epochs,
         max_steps=cfg.train.max_steps or -1,
-        max_grad_norm=cfg.train.max_grad_norm,
+        max_grad_norm=0.0 if dp else cfg.train.max_grad_norm,  # DP clips each sample instead
         logging_steps=cfg.train.logging_steps,
         save_strategy="steps",
         save_steps=max(1, cfg.train.save_steps),
@@ -148,6 +149,7 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
         if n := collator.pretokenize(train_records + val_records):  # text-only records, once
             log.info("tokenized %d text records up front in %.1f s", n, time.perf_counter() - started)
     callbacks = [
+        *([dp.callback()] if dp else []),  # first: epsilon joins the logged metrics; before the seal
         *([ProgressCallback()] if is_main_process() else []),
         MetricsCallback(run),
         *live_mlflow(cfg, run),
@@ -171,6 +173,7 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
         sampler=batching.sampler,
         image_cache=image_cache,
         classifier=labels is not None,
+        dp=dp,
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar shows the loss
 
@@ -179,6 +182,8 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
     if resume is not None:
         log.info("resuming from %s", resume.name)
         run.append_metric({"event": "resume", "checkpoint": resume.name})
+        if dp:
+            dp.resume_from(resume)
     started = time.time()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.time() - started
@@ -240,6 +245,7 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
                 2,
             ),
             "trainable_parameters": trainable,
+            "privacy": {"dp": dp.report()} if dp else None,
             "labels": labels,  # a classifier's classes in index order (None for chat models)
             "batching": {
                 "group_by_length": cfg.train.group_by_length,
@@ -260,6 +266,15 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
     )
     log.info("trained %d steps in %.1f s, final loss %.4f", result.steps, seconds, final_loss)
     return result
+
+
+def privacy_session(cfg: Config, model, n_records: int):
+    """The DP session of training/privacy.py under train.privacy.dp, else None."""
+    if cfg.train.privacy.dp is None:
+        return None
+    from tuneline.training.privacy import DpSession
+
+    return DpSession(cfg, model, n_records)
 
 
 @dataclass(frozen=True)

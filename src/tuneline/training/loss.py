@@ -25,11 +25,15 @@ from tuneline.training.sequence import classification_loss
 IGNORE = -100
 
 
-def answer_only_loss(model, inputs: dict, num_items_in_batch=None, *, answer_only: bool = True):
+def answer_only_loss(
+    model, inputs: dict, num_items_in_batch=None, *, answer_only: bool = True, per_sample: bool = False
+):
     """(summed-or-averaged cross-entropy over answer tokens, model outputs).
 
     ``inputs["loss_weight"]`` (optional): a weight per sample (B,) or per token (B, T); the loss is the
-    weighted sum over answer tokens, normalised like the unweighted one.
+    weighted sum over answer tokens, normalised like the unweighted one. ``per_sample``: the mean over
+    samples of each sample's mean token loss, so each sample's gradient depends on that sample alone
+    (differentially private training, training/privacy.py).
     """
     labels = inputs["labels"]
     weight = inputs.get("loss_weight")
@@ -52,6 +56,11 @@ def answer_only_loss(model, inputs: dict, num_items_in_batch=None, *, answer_onl
         if weight.dim() == 1:
             weight = weight[:, None].expand_as(labels)
         per_token = per_token * weight[keep]
+    if per_sample:
+        row = keep.nonzero()[:, 0]
+        sums = per_token.new_zeros(labels.shape[0]).index_add(0, row, per_token)
+        counts = torch.bincount(row, minlength=labels.shape[0]).clamp(min=1)
+        return (sums / counts).mean(), outputs
     loss = per_token.sum()
     if num_items_in_batch is None:
         return loss / max(int(keep.sum()), 1), outputs
@@ -75,13 +84,31 @@ class TunelineTrainer(Trainer):
         sampler=None,
         image_cache=None,
         classifier: bool = False,
+        dp=None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.dp = dp  # a training.privacy.DpSession: Poisson batches, DPOptimizer, per-sample loss
         self.answer_only = answer_only
         self.classifier = classifier  # a sequence classifier: cross-entropy over classes (sequence.py)
         self.tuneline_sampler = sampler
         self.image_cache = image_cache
+
+    def get_train_dataloader(self):
+        if self.dp is None:
+            return super().get_train_dataloader()
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            self.train_dataset, batch_sampler=self.dp.sampler, collate_fn=self.data_collator, num_workers=0
+        )
+        return self.accelerator.prepare(loader)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.dp is not None and self.dp.optimizer is None:
+            self.optimizer = optimizer = self.dp.wrap_optimizer(optimizer)
+        return optimizer
 
     def _get_train_sampler(self, train_dataset=None):
         if self.tuneline_sampler is not None:
@@ -91,17 +118,26 @@ class TunelineTrainer(Trainer):
     def _run_epoch(self, **kwargs):
         # A resumed epoch under DDP reads through accelerate's skip_first_batches, whose wrappers do not
         # pass set_epoch on to our sampler: it would replay epoch 0's order. Set the epoch here.
-        if self.tuneline_sampler is not None and hasattr(self.tuneline_sampler, "set_epoch"):
-            self.tuneline_sampler.set_epoch(kwargs["epoch"])
+        for sampler in (self.tuneline_sampler, self.dp and self.dp.sampler):
+            if sampler is not None and hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(kwargs["epoch"])
         return super()._run_epoch(**kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.image_cache is not None:
             inputs = self.image_cache.apply(model, inputs)
+        if self.dp is not None:
+            num_items_in_batch = None  # per-sample losses: each sample's gradient is its own
         if self.classifier:
             loss, outputs = classification_loss(model, inputs, num_items_in_batch)
         else:
-            loss, outputs = answer_only_loss(model, inputs, num_items_in_batch, answer_only=self.answer_only)
+            loss, outputs = answer_only_loss(
+                model,
+                inputs,
+                num_items_in_batch,
+                answer_only=self.answer_only,
+                per_sample=self.dp is not None,
+            )
         # Normalised over the whole accumulated batch when the Trainer counted its tokens, else per batch.
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
