@@ -74,4 +74,4 @@ class GateFailed(TunelineError):
 class SweepError(TunelineError):
     """A sweep cannot start or finish (its study, its trials or their results)."""
 
-    exit_code = 8
+    exit_code = 9  # 8 is `monitor drift --fail-on-alert`
