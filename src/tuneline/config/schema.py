@@ -483,16 +483,26 @@ class GateConfig(Section):
     )
     primary: Literal[METRICS] | None = Field(
         None,
-        description="Metric the tuned model must improve (default: roc_auc, or exact_match for generation).",
+        description="Metric the tuned model must improve (default: balanced_accuracy for classification, "
+        "which a model predicting one class for everything cannot game; exact_match for generation).",
     )
     against: str = Field(
-        "base", description="Model to beat: base, or a baseline's name (few_shot, embedding_logreg)."
+        "strongest",
+        description="Model to beat: strongest (the best of every model scored on primary: base, prior, "
+        "embedding_logreg, few_shot), or one of them by name.",
     )
     min_improvement: float = Field(
         0.0, description="Required improvement of primary over `against` (in the metric's units)."
     )
     ci_excludes_zero: bool = Field(
         True, description="The paired 95% CI of the improvement must exclude zero."
+    )
+    sanity: bool = Field(
+        True,
+        description="Checks a model that learned nothing cannot pass, whatever primary and against say: "
+        "it predicts more than one class when the split has several; it beats the prior baseline "
+        "(CI above zero); its ROC-AUC's CI lower bound is above 0.5 and it is not significantly below "
+        "any model scored on ROC-AUC; the label-permutation p-value (eval.permutation_test) is below 0.05.",
     )
     guards: list[GuardRule] = Field(
         default_factory=list, description="Floors and ceilings, e.g. {metric: specificity, min: 0.5}."
@@ -535,7 +545,17 @@ class EvalConfig(Section):
         "age_approx: numbers become age bands).",
     )
     min_slice_size: int = Field(20, gt=0, description="Slices smaller than this are listed, not scored.")
-    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig, description="Reference models.")
+    baselines: BaselinesConfig = Field(
+        default_factory=BaselinesConfig,
+        description="Reference models (the prior baseline, training class frequencies for every record, "
+        "is always scored: it costs nothing).",
+    )
+    permutation_test: int = Field(
+        200,
+        ge=0,
+        description="Label permutations for the tuned model's chance p-value on primary (test labels "
+        "permuted between groups of the same size when records have groups; 0: off).",
+    )
     gate: GateConfig = Field(default_factory=GateConfig, description="What the tuned model must show.")
     compare_base: bool = Field(
         True, description="Also evaluate the base model, side by side with the tuned one."
@@ -553,9 +573,19 @@ class EvalConfig(Section):
                 "eval.gate compares the tuned model against the base model, but eval.compare_base is "
                 "false; set eval.gate.against to a baseline, or eval.gate.enabled: false"
             )
-        known = {"base", "few_shot", "embedding_logreg"}
+        known = {"strongest", "base", "prior", "few_shot", "embedding_logreg"}
         if self.gate.against not in known:
             raise ValueError(f"eval.gate.against must be one of {sorted(known)}, got {self.gate.against!r}")
+        if self.gate.against == "few_shot" and not self.baselines.few_shot:
+            raise ValueError(
+                "eval.gate.against is few_shot, but eval.baselines.few_shot is 0 (off); set it to the "
+                "number of examples (e.g. 4), or compare against strongest"
+            )
+        if self.gate.against == "embedding_logreg" and not self.baselines.embedding_logreg:
+            raise ValueError(
+                "eval.gate.against is embedding_logreg, but eval.baselines.embedding_logreg is false; "
+                "turn it on, or compare against strongest"
+            )
         return self
 
 
