@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 
 from tests.conftest import write_config
 from tuneline.cli import app
+from tuneline.config import load_config
 from tuneline.config.schema import JsonlSource, ManifestSource
 from tuneline.data.sources import read_source
+from tuneline.data.validate import validate
 from tuneline.errors import DataError
 
 HEADER = "image_name,patient_id,site,target"
@@ -175,3 +177,27 @@ def test_utf8_bom_is_skipped_and_offsets_stay_file_offsets(tmp_path):
     assert finding.source == f"{path}:2"
     assert f"byte 0xEA at byte offset {offset} is not valid utf-8" in finding.message
 
+
+
+def test_rows_rejected_while_loading_are_dropped_with_id_line_and_field(workdir):
+    path, _ = _manifest(workdir / "data", n=12)
+    text = path.read_bytes().decode("latin-1")
+    text += "IMG_900,P90,torse,7\n" + "../outside,P91,torse,0\n"  # a label not in labels; a path out
+    path.write_bytes(text.encode("latin-1"))
+    cfg = load_config(
+        write_config(workdir, CONFIG.format(csv=path)),
+        ["data.sources.0.encoding=latin-1", "data.checks.max_error_fraction=0.5"],
+    )
+    result = validate(cfg)
+    got = {d["record_id"]: d for d in result.dropped}
+    assert (got["IMG_900"]["source"], got["IMG_900"]["field"], got["IMG_900"]["reason"]) == (
+        f"{path}:14",
+        "target",
+        "schema_error",
+    )
+    assert (got["../outside"]["source"], got["../outside"]["field"], got["../outside"]["reason"]) == (
+        f"{path}:15",
+        "image_name",
+        "path_outside_root",
+    )
+    assert result.passed and result.summary["records_out"] == 12
