@@ -201,3 +201,34 @@ def test_rows_rejected_while_loading_are_dropped_with_id_line_and_field(workdir)
         "path_outside_root",
     )
     assert result.passed and result.summary["records_out"] == 12
+
+
+def test_manifest_numbers_read_as_text_arrive_as_numbers_and_band(tmp_path):
+    from tuneline.evaluation.report import slice_values
+
+    rows = [
+        ("IMG_000", "P0", "70.0", "45", "0012", "torso", "0"),
+        ("IMG_001", "P1", "", "60", "0013", "head", "1"),
+        ("IMG_002", "P2", "35.0", "NA", "0014", "torso", "0"),
+        ("IMG_003", "P3", "25", "30", "0015", "7", "1"),
+    ]
+    lines = ["image_name,patient_id,age_approx,weight,clinic,site,target"]
+    for name, *rest in rows:
+        Image.new("RGB", (32, 32)).save(tmp_path / f"{name}.png")
+        lines.append(",".join([name, *rest]))
+    path = tmp_path / "m.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = read_source(_source(path))
+    assert not result.findings
+    meta = [r.metadata for r in result.records]
+    assert [m["age_approx"] for m in meta] == [70.0, None, 35.0, 25.0]
+    assert all(type(m["age_approx"]) is float for m in meta if m["age_approx"] is not None)
+    assert [m["weight"] for m in meta] == [45, 60, None, 30]  # integers stay int; NA is missing
+    assert [m["clinic"] for m in meta] == ["0012", "0013", "0014", "0015"]  # leading zeros: an id
+    assert [m["site"] for m in meta] == ["torso", "head", "torso", "7"]  # mixed: text
+    assert [m["image_name"] for m in meta] == [r[0] for r in rows]
+    assert [m["patient_id"] for m in meta] == ["P0", "P1", "P2", "P3"]
+    assert [m["target"] for m in meta] == ["0", "1", "0", "1"]  # the label column stays as written
+    # The prompt still shows the cell as written.
+    assert result.records[0].messages[0]["content"][-1]["text"] == "torso?"
+    assert list(slice_values(result.records, "age_approx")) == ["70+", "missing", "30-49", "<30"]

@@ -132,7 +132,12 @@ class ManifestSource(Section):
     split_column: str | None = Field(
         None, description="Column holding a user-supplied split (train/val/test)."
     )
-    metadata_columns: list[str] | None = Field(None, description="Columns kept as metadata (default: all).")
+    metadata_columns: list[str] | None = Field(
+        None,
+        description="Columns kept as metadata (default: all). A column whose cells are all numbers written "
+        "as text (a CSV's age 70.0) is kept as numbers, empty cells as null, so eval.slices can band it; "
+        "the id, image, label, group and split columns stay text.",
+    )
     prompt: str = Field(..., description="User prompt; {column} placeholders are filled from the row.")
     system: str | None = Field(None, description="Optional system message.")
     encoding: str = Field(

@@ -8,6 +8,7 @@ label_column: target, labels: {"0": benign, "1": malignant}, group_column: patie
 from __future__ import annotations
 
 import csv
+import re
 import string
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,33 @@ def _rows(
             yield f"{path}:{start}", dict(zip(columns, values, strict=True))
 
     return columns, gen()
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_LEADING_ZERO = re.compile(r"[+-]?0\d")  # "007", "0012": an identifier, not a number
+_MISSING = {"", "na", "n/a", "nan", "null", "none"}
+
+
+def _numbers_from_text(records: list[Record], columns: list[str]) -> None:
+    """Metadata columns that hold numbers written as text (a CSV's "70.0") become numbers in place.
+
+    A column converts only when every non-missing value is a plain decimal number and none has a
+    leading zero (an identifier such as "0012" stays text): all integers give int, else float.
+    Missing cells (empty, NA, NaN, null, none) become None. Values already typed (Parquet) stay.
+    """
+    for col in columns:
+        values = [r.metadata[col] for r in records if col in r.metadata]
+        if not values or not all(isinstance(v, str) for v in values):
+            continue
+        present = [v.strip() for v in values if v.strip().lower() not in _MISSING]
+        if not present or not all(_NUMBER.fullmatch(v) and not _LEADING_ZERO.match(v) for v in present):
+            continue
+        as_number = int if all(_INTEGER.fullmatch(v) for v in present) else float
+        for r in records:
+            if col in r.metadata:
+                v = r.metadata[col].strip()
+                r.metadata[col] = None if v.lower() in _MISSING else as_number(v)
 
 
 def _label_text(value: Any) -> str:
@@ -176,6 +204,12 @@ def read(cfg: Any) -> SourceResult:
                 group=group,
             )
         )
+    # Numbers read as text become numbers (evaluation bands them); the columns that name a record
+    # (id, image, label, group, split) stay text.
+    roles = {id_column, cfg.image_column, cfg.label_column, cfg.group_column, cfg.split_column}
+    if cfg.split_column:
+        roles.add("split")
+    _numbers_from_text(result.records, [c for c in keep if c not in roles])
     if not result.rows:  # every line after the header was empty cells (",,,")
         raise no_records(path, "has a header and no rows (only empty cells)")
     return result
