@@ -355,11 +355,13 @@ def print_validation(summary: dict, report_html: Path | None) -> None:
             summary["dropped"],
         )
     )
-    verdict = "[green]passed[/]" if summary["passed"] else "[bold red]failed[/]"
-    out.print(
-        f"verdict: {verdict} (error fraction {summary['error_fraction']:.2%}, "
-        f"allowed {summary['max_error_fraction']:.2%})"
-    )
+    if summary["passed"]:
+        out.print(
+            f"verdict: [green]passed[/] (error fraction {summary['error_fraction']:.2%}, "
+            f"allowed {summary['max_error_fraction']:.2%})"
+        )
+    else:
+        out.print(f"verdict: [bold red]failed[/]: {escape('; '.join(summary['failures']))}")
     if report_html:
         out.print(f"report: {report_html}")
 

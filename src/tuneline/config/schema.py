@@ -6,15 +6,26 @@ Defaults live here and only here. Every field has a description; they become the
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 # Marker for fields holding filesystem paths: the loader resolves relative values against the
 # YAML file that names them (defaults, never named by a file, are relative to the working dir).
 PATH_FIELD = {"tuneline_path": True}
+
+
+def known_encoding(name: str) -> str:
+    """``name`` if Python knows it as a text encoding (not a bytes-to-bytes codec such as zlib)."""
+    try:
+        codecs.lookup(name)
+        "".encode(name)
+    except LookupError:
+        raise ValueError(f"unknown text encoding {name!r} (e.g. utf-8, latin-1, cp1252, utf-16)") from None
+    return name
 
 
 class Section(BaseModel):
@@ -90,6 +101,16 @@ class JsonlSource(Section):
             json_schema_extra=PATH_FIELD,
         ),
     ]
+    encoding: str = Field(
+        "utf-8",
+        description="Text encoding of the file, decoded strictly (e.g. latin-1, cp1252, utf-16): a byte "
+        "that does not decode is a malformed_row finding naming the file, line and byte offset.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        return known_encoding(value)
 
 
 class ManifestSource(Section):
@@ -117,9 +138,24 @@ class ManifestSource(Section):
     split_column: str | None = Field(
         None, description="Column holding a user-supplied split (train/val/test)."
     )
-    metadata_columns: list[str] | None = Field(None, description="Columns kept as metadata (default: all).")
+    metadata_columns: list[str] | None = Field(
+        None,
+        description="Columns kept as metadata (default: all). A column whose cells are all numbers written "
+        "as text (a CSV's age 70.0) is kept as numbers, empty cells as null, so eval.slices can band it; "
+        "the id, image, label, group and split columns stay text.",
+    )
     prompt: str = Field(..., description="User prompt; {column} placeholders are filled from the row.")
     system: str | None = Field(None, description="Optional system message.")
+    encoding: str = Field(
+        "utf-8",
+        description="Text encoding of a CSV manifest (Parquet needs none), decoded strictly (e.g. latin-1, cp1252, utf-16): a byte "
+        "that does not decode is a malformed_row finding naming the file, line and byte offset.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        return known_encoding(value)
 
 
 class ImageFolderSource(Section):

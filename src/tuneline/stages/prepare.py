@@ -55,9 +55,7 @@ def build_snapshot(cfg: Config, report_dir: Path) -> tuple[Validation, snapshot.
         shown = "".join(f"\n  {f.source or '(dataset)'}: [{f.check}] {f.message}" for f in errors[:10])
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise DataError(
-            f"data validation failed: {s['errors']} of {s['records_in']} records have errors "
-            f"({s['error_fraction']:.1%} > data.checks.max_error_fraction={s['max_error_fraction']:g}):"
-            f"{shown}{more}",
+            f"data validation failed: {'; '.join(s['failures'])}{':' if shown else ''}{shown}{more}",
             hint=f"see {report_html}; fix the data, or change data.checks.actions / max_error_fraction",
         )
     with phases() as progress:
