@@ -62,7 +62,7 @@ def test_gate_refuses_a_fine_tune_on_shuffled_labels_and_passes_a_good_one(tmp_p
     gate = good.summary()["eval"]["gate"]
     assert gate["passed"], gate
     report = json.loads((good.eval_dir / "report.json").read_text())
-    assert set(report["models"]) == {"base", "few_shot", "tuned"}
+    assert set(report["models"]) == {"base", "prior", "few_shot", "tuned"}
     assert {(c["a"], c["metric"]) for c in report["comparisons"]} >= {
         ("base", "roc_auc"),
         ("few_shot", "roc_auc"),
