@@ -234,3 +234,69 @@ def test_permutation_keeps_whole_groups_together():
         assert order[6] == 6  # the only group of size 1 keeps its label
         for start in (0, 2, 4):  # each pair of rows takes its labels from one pair
             assert groups[order[start]] == groups[order[start + 1]]
+
+
+def test_the_html_report_shows_red_lines_permutation_dropped_draws_and_delong_unit(tmp_path):
+    from tuneline.evaluation.report_html import render_report
+
+    rng = np.random.default_rng(2)
+    n = 160
+    groups = [f"p{i // 4}" for i in range(n)]
+    y = ["pos" if i % 40 == 3 else "neg" for i in range(n)]  # 4 positives: resamples without any
+    y_idx = np.array([v == "pos" for v in y], dtype=int)
+    records = _records(y, groups)
+    labels = ["neg", "pos"]
+    scored = {
+        "base": _scores("base", _onehotish(y_idx, 2, 0.2, rng)),
+        "embedding_logreg": _scores("embedding_logreg", _onehotish(y_idx, 2, 6.0, rng, noise=0.3)),
+        "prior": prior_baseline("classification", labels, records, records, []),
+        "tuned": _scores("tuned", _onehotish(y_idx, 2, 1.0, rng)),
+    }
+    report = build_report(_cfg(tmp_path, "  positive_label: pos"), "classification", labels, "pos", records, scored)
+    html = render_report(report, None)
+    assert report["beaten_by"] and not report["gate"]["passed"]
+    for beaten in report["beaten_by"]:
+        assert beaten["sentence"] in html
+    assert "Label-permutation test" in html and f"{report['permutation']['n_permutations']} times" in html
+    assert "Bootstrap draws dropped because the metric was undefined" in html
+    assert "cluster bootstrap" in html  # DeLong is row-level here, and the page says so
+
+
+def test_the_run_summary_has_a_column_per_model_the_gate_reference_and_the_red_line(
+    tmp_path, data, capsys, monkeypatch
+):
+    from tuneline.cli import print_summary
+    from tuneline.stages.evaluate import _headline
+
+    monkeypatch.setenv("COLUMNS", "200")
+    rng, y_idx, y = data
+    report = _report(
+        _cfg(tmp_path),
+        y,
+        {
+            "base": _scores("base", _onehotish(y_idx, 3, 0.3, rng)),
+            "embedding_logreg": _scores("embedding_logreg", _onehotish(y_idx, 3, 4.0, rng)),
+            "tuned": _scores("tuned", _onehotish(y_idx, 3, 1.5, rng)),
+        },
+    )
+    ev = {name: _headline(report, name) for name in report["models"]}
+    ev.update(
+        task="classification",
+        split="test",
+        primary=report["primary"],
+        gate=report["gate"],
+        models=list(report["models"]),
+        beaten_by=report["beaten_by"],
+        permutation=report["permutation"],
+    )
+    print_summary({"data": {"counts": {"train": 1, "val": 1, "test": 300}}, "eval": ev, "run_dir": "r"})
+    text = " ".join(capsys.readouterr().out.split())
+    header = text.split("┡")[0]  # the table's header row
+    for name in ("prior", "base", "embedding_logreg", "tuned"):
+        assert name in header
+    assert "gate vs embedding_logreg (strongest scored)" in text and "FAILED" in text
+    delta = report["gate"]["comparison"]["delta"]
+    assert f"Δ {delta:+.3f}" in text
+    assert "embedding_logreg beats the fine-tune on balanced_accuracy by" in text
+    assert "you may not need fine-tuning" in text
+    assert "answer-token loss" not in text or "not the gate metric" in text
