@@ -65,7 +65,7 @@ def _invoke(*args: str):
 
 def _shuffle_training_answers(run_dir: Path, seed: int) -> None:
     """The training split's answers (and labels) permuted among its records; val/test untouched."""
-    path = run_dir / "splits" / "train.jsonl"
+    path = run_dir / "data" / "train.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     answers = [(r["messages"][-1], r.get("label")) for r in rows]
     random.Random(1000 + seed).shuffle(answers)
@@ -73,7 +73,9 @@ def _shuffle_training_answers(run_dir: Path, seed: int) -> None:
         r["messages"][-1] = answer
         if label is not None:
             r["label"] = label
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp = path.with_suffix(".tmp")  # a new file: never write through a link into a shared snapshot
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
