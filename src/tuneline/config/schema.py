@@ -508,6 +508,20 @@ class BaselinesConfig(Section):
     )
 
 
+class AuditConfig(Section):
+    canaries: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Memorisation audit: plant this many secret-sharer canaries (a random digit string in a "
+        "fixed template) into training only, and report their exposure after training (0: off).",
+    )
+    candidates: int = Field(
+        99, ge=9, description="Random candidates each canary's secret is ranked against (exposure)."
+    )
+    digits: int = Field(6, ge=4, le=16, description="Digits of each canary's secret.")
+
+
 class EvalConfig(Section):
     split: Literal["test", "val"] = Field("test", description="Split to evaluate on.")
     task: Literal["auto", "classification", "generation"] = Field(
@@ -535,6 +549,7 @@ class EvalConfig(Section):
     )
     min_slice_size: int = Field(20, gt=0, description="Slices smaller than this are listed, not scored.")
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig, description="Reference models.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Memorisation audit (canaries).")
     gate: GateConfig = Field(default_factory=GateConfig, description="What the tuned model must show.")
     compare_base: bool = Field(
         True, description="Also evaluate the base model, side by side with the tuned one."

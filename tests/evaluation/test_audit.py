@@ -1,0 +1,103 @@
+"""Issue 18, memorisation audit: secret-sharer canaries planted in training only, exposure measured."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import write_config
+from tuneline.cli import app
+from tuneline.evaluation.audit import exposure
+
+AUDIT_RUN = """
+run: {{name: {name}, seed: {seed}}}
+model: {{base: "tiny:llama"}}
+data:
+  sources: [{{type: jsonl, path: "{data}"}}]
+  max_seq_length: 64
+train:
+  learning_rate: 1.0e-2
+  batch_size: 8
+  max_steps: {steps}
+  logging_steps: 20
+  save_steps: 1000
+  privacy: {{dp: {dp}}}
+eval: {{max_new_tokens: 3, gate: {{enabled: false}}, audit: {{canaries: 5}}}}
+registry: {{enabled: {registry}}}
+"""
+
+
+def _text_data(folder):
+    rng = random.Random(0)
+    lines = []
+    for i in range(40):
+        c = rng.choice(["red", "green", "blue", "yellow"])
+        messages = [
+            {"role": "user", "content": f"Item {i} is painted {c}. What colour is item {i}?"},
+            {"role": "assistant", "content": c},
+        ]
+        lines.append(json.dumps({"id": f"t{i}", "messages": messages}))
+    (folder / "text.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "text.jsonl"
+
+
+def _run(workdir, name, *, steps, dp=None, registry="false", seed=0):
+    text = AUDIT_RUN.format(
+        name=name, seed=seed, data=_text_data(workdir), steps=steps, dp=dp or "null", registry=registry
+    )
+    result = CliRunner().invoke(app, ["run", str(write_config(workdir, text, f"{name}.yaml"))])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (workdir / "runs" / name).iterdir()
+    return run_dir
+
+
+def test_exposure_is_log2_of_the_space_over_the_rank():
+    assert exposure(1, 99) == pytest.approx(math.log2(100))
+    assert exposure(100, 99) == pytest.approx(0.0)
+    assert exposure(50, 99) == pytest.approx(1.0)
+
+
+def test_canaries_train_only_and_reported_in_report_html_and_card(workdir):
+    from tuneline.registry import store
+    from tuneline.registry.export import card_text
+
+    run_dir = _run(workdir, "audit", steps=4, registry="true")
+    info = json.loads((run_dir / "data" / "canaries.json").read_text())
+    assert len(info["planted"]) == len(info["controls"]) == 5
+    secrets = {c["secret"] for c in info["planted"] + info["controls"]}
+    assert len(secrets) == 10 and all(len(s) == 6 and s.isdigit() for s in secrets)
+    # Only in training: no split file holds them; the trainer saw them; no metric counts them.
+    for split in ("train", "val", "test"):
+        assert "canary" not in (run_dir / "data" / f"{split}.jsonl").read_text()
+    assert len((run_dir / "data" / "canaries.jsonl").read_text().splitlines()) == 5
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["data"]["canaries"] == 5 and sum(summary["data"]["counts"].values()) == 40
+    report = json.loads((run_dir / "eval" / "report.json").read_text())
+    assert report["n"] == summary["data"]["counts"]["test"]
+    audit = report["audit"]
+    assert audit["canaries"] == 5 and audit["candidates"] == 99
+    assert all(1 <= c["rank"] <= 100 for c in audit["planted"] + audit["controls"])
+    assert audit["exposure_mean"] == pytest.approx(sum(c["exposure"] for c in audit["planted"]) / 5)
+    assert summary["eval"]["audit"]["exposure_mean"] == audit["exposure_mean"]
+    assert "Memorisation audit" in (run_dir / "eval" / "report.html").read_text()
+    (mv,) = store.client(None).search_model_versions("name = 'audit'")
+    assert "## Memorisation audit" in card_text(store.client(None), mv.run_id)
+
+
+@pytest.mark.slow
+def test_overfit_canaries_are_exposed_and_dp_at_epsilon_1_hides_them(workdir):
+    """Acceptance 3. Margins from repeated runs (seeds 0-2, benchmarks/bench_privacy.py): without DP,
+    300 steps put all 5 secrets at rank 1 of 100 (exposure 6.64 bits, the maximum); at epsilon 1 the mean
+    stayed within 0.3-2.2 bits, like the never-trained controls (0.9-1.8)."""
+    plain = json.loads((_run(workdir, "plain", steps=300) / "eval" / "report.json").read_text())["audit"]
+    private = _run(workdir, "private", steps=300, dp="{target_epsilon: 1.0}")
+    dp = json.loads((private / "eval" / "report.json").read_text())["audit"]
+    eps = json.loads((private / "summary.json").read_text())["train"]["privacy"]["dp"]["epsilon"]
+    print(f"exposure: no DP {plain['exposure_mean']:.2f}, DP eps {eps:.2f} {dp['exposure_mean']:.2f}")
+    assert eps <= 1.0
+    assert plain["exposure_mean"] >= 5.0 > plain["control_exposure_mean"]
+    assert dp["exposure_mean"] <= plain["exposure_mean"] - 2.5
