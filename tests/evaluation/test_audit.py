@@ -6,12 +6,15 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import write_config
+from tests.conftest import TINY_RUN, write_config
 from tuneline.cli import app
-from tuneline.evaluation.audit import exposure
+from tuneline.config import load_config
+from tuneline.errors import ConfigError
+from tuneline.evaluation.audit import exposure, rank_of
 
 AUDIT_RUN = """
 run: {{name: {name}, seed: {seed}}}
@@ -61,6 +64,24 @@ def test_exposure_is_log2_of_the_space_over_the_rank():
     assert exposure(50, 99) == pytest.approx(1.0)
 
 
+def test_rank_counts_every_candidate_at_least_as_likely_as_the_secret():
+    assert rank_of(np.array([-1.0, -2.0, -3.0])) == 1  # the secret is the most likely
+    assert rank_of(np.array([-2.5, -2.0, -3.0, -1.0])) == 3
+    # A model that cannot tell candidates apart exposes nothing: ties rank the secret last.
+    flat = np.full(100, -4.0)
+    assert rank_of(flat) == 100 and exposure(rank_of(flat), 99) == pytest.approx(0.0)
+
+
+def test_audit_config_needs_room_for_the_candidates(tmp_path):
+    base = "model: {base: 'tiny:llama'}\ndata: {sources: [{type: jsonl, path: d.jsonl}]}\n"
+    cfg = load_config(write_config(tmp_path, base + "eval: {audit: {canaries: 5}}\n"), env={})
+    assert (cfg.eval.audit.canaries, cfg.eval.audit.candidates, cfg.eval.audit.digits) == (5, 99, 6)
+    bad = write_config(tmp_path, base + "eval: {audit: {canaries: 5, digits: 4, candidates: 10000}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, env={})
+    assert any("eval.audit" in p and "raise eval.audit.digits" in p for p in info.value.problems)
+
+
 def test_canaries_train_only_and_reported_in_report_html_and_card(workdir):
     from tuneline.registry import store
     from tuneline.registry.export import card_text
@@ -86,6 +107,20 @@ def test_canaries_train_only_and_reported_in_report_html_and_card(workdir):
     assert "Memorisation audit" in (run_dir / "eval" / "report.html").read_text()
     (mv,) = store.client(None).search_model_versions("name = 'audit'")
     assert "## Memorisation audit" in card_text(store.client(None), mv.run_id)
+
+
+def test_image_task_trains_text_canaries_beside_its_images(workdir, shapes_dir):
+    """Image tasks take the same digit-secret canaries (a vision-language model answers text too)."""
+    text = TINY_RUN.format(data=shapes_dir / "data.jsonl", steps=3).replace(
+        "gate: {enabled: false}}", "gate: {enabled: false}, audit: {canaries: 3, candidates: 19}}"
+    )
+    result = CliRunner().invoke(app, ["run", str(write_config(workdir, text))])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (workdir / "runs" / "tiny").iterdir()
+    audit = json.loads((run_dir / "eval" / "report.json").read_text())["audit"]
+    assert audit["canaries"] == 3 and len(audit["controls"]) == 3
+    assert all(1 <= c["rank"] <= 20 for c in audit["planted"] + audit["controls"])
+    assert "canary" not in (run_dir / "data" / "train.jsonl").read_text()
 
 
 @pytest.mark.slow

@@ -517,9 +517,21 @@ class AuditConfig(Section):
         "fixed template) into training only, and report their exposure after training (0: off).",
     )
     candidates: int = Field(
-        99, ge=9, description="Random candidates each canary's secret is ranked against (exposure)."
+        99,
+        ge=9,
+        le=100_000,
+        description="Random candidates each canary's secret is ranked against (exposure).",
     )
     digits: int = Field(6, ge=4, le=16, description="Digits of each canary's secret.")
+
+    @model_validator(mode="after")
+    def _room_for_candidates(self) -> AuditConfig:
+        if self.candidates >= 10**self.digits:
+            raise ValueError(
+                f"eval.audit.candidates {self.candidates} needs more distinct {self.digits}-digit strings "
+                f"than exist ({10**self.digits} with the secret); raise eval.audit.digits or lower candidates"
+            )
+        return self
 
 
 class EvalConfig(Section):

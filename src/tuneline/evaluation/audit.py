@@ -62,7 +62,17 @@ def planted_records(data_dir: Path) -> list[Record]:
     return list(read_records(path)) if path.is_file() else []
 
 
+def rank_of(log_likelihoods: np.ndarray) -> int:
+    """Rank of entry 0 (the secret) among all entries by log-likelihood, 1 = most likely.
+
+    Ties count against the secret (The Secret Sharer's rank counts every candidate at least as likely),
+    so a model that cannot tell candidates apart (say, an answer truncated away) shows no exposure.
+    """
+    return 1 + int((log_likelihoods[1:] >= log_likelihoods[0]).sum())
+
+
 def exposure(rank: int, candidates: int) -> float:
+    """log2(candidates + 1) - log2(rank): ``candidates`` random strings besides the secret."""
     return math.log2(candidates + 1) - math.log2(rank)
 
 
@@ -87,8 +97,7 @@ def measure(model, collator, data_dir: Path, candidates: int, batch_size: int) -
         scores = score_labels(
             model, collator, [_record(canary["name"], canary["secret"])], options, batch_size=batch_size
         )
-        lp = scores.log_probs[0]
-        rank = 1 + int((lp[1:] > lp[0]).sum())
+        rank = rank_of(scores.log_probs[0])
         return {"name": canary["name"], "rank": rank, "exposure": exposure(rank, candidates)}
 
     planted = [one(c) for c in info["planted"]]

@@ -1223,6 +1223,7 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 8px 
       {% if plots %}<a href="#curves">Curves</a><a href="#confusion">Confusion</a>{% endif %}
       {% if slices %}<a href="#slices">Slices</a>{% endif %}
       {% if threshold %}<a href="#threshold">Threshold</a>{% endif %}
+      {% if report.audit %}<a href="#audit">Audit</a>{% endif %}
       <a href="#method">Method</a>
     </nav>
   </div>
