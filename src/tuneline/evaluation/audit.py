@@ -112,3 +112,10 @@ def measure(model, collator, data_dir: Path, candidates: int, batch_size: int) -
         "planted": planted,
         "controls": controls,
     }
+
+
+def headline(audit: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The audit's numbers for eval.json and the summary (no per-canary lists)."""
+    if audit is None:
+        return None
+    return {k: audit[k] for k in ("canaries", "exposure_mean", "control_exposure_mean", "max_exposure")}

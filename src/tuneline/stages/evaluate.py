@@ -176,13 +176,13 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     scored["tuned"] = score("tuned", tuned_model)
 
     # 4. Metrics, CIs, comparisons, slices, gate.
-    from tuneline.evaluation.audit import measure
+    from tuneline.evaluation import audit
     from tuneline.evaluation.report import build_report, predictions_table
 
     privacy = (run.summary().get("train") or {}).get("privacy")
     report = build_report(cfg, task, labels, positive, records, scored, privacy)
     # The memorisation audit: the planted canaries' exposure under the tuned model (evaluation/audit.py).
-    report["audit"] = measure(tuned_model, collator, run.data_dir, ev.audit.candidates, ev.batch_size)
+    report["audit"] = audit.measure(tuned_model, collator, run.data_dir, ev.audit.candidates, ev.batch_size)
     run.eval_dir.mkdir(exist_ok=True)
     import pyarrow.parquet as pq
 
@@ -213,12 +213,7 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
         **headline,
         "gate": gate,
         "primary": report.get("primary"),
-        "audit": None
-        if report["audit"] is None
-        else {
-            k: report["audit"][k]
-            for k in ("canaries", "exposure_mean", "control_exposure_mean", "max_exposure")
-        },
+        "audit": audit.headline(report["audit"]),
     }
     atomic_write_json(run.eval_file, summary_eval)
     run.update_summary(eval=summary_eval)
