@@ -561,7 +561,6 @@ class EvalConfig(Section):
     )
     min_slice_size: int = Field(20, gt=0, description="Slices smaller than this are listed, not scored.")
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig, description="Reference models.")
-    audit: AuditConfig = Field(default_factory=AuditConfig, description="Memorisation audit (canaries).")
     gate: GateConfig = Field(default_factory=GateConfig, description="What the tuned model must show.")
     compare_base: bool = Field(
         True, description="Also evaluate the base model, side by side with the tuned one."
@@ -571,6 +570,7 @@ class EvalConfig(Section):
     max_samples: int | None = Field(
         None, gt=0, description="Evaluate at most this many records (all when unset)."
     )
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Memorisation audit (canaries).")
 
     @model_validator(mode="after")
     def _gate_has_a_reference(self) -> EvalConfig:

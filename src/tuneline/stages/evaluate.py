@@ -176,14 +176,14 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     scored["tuned"] = score("tuned", tuned_model)
 
     # 4. Metrics, CIs, comparisons, slices, gate.
-    from tuneline.evaluation import audit
     from tuneline.evaluation.report import build_report, predictions_table
 
     privacy = (run.summary().get("train") or {}).get("privacy")
     report = build_report(cfg, task, labels, positive, records, scored, privacy)
-    # The memorisation audit: the planted canaries' exposure under the tuned model (evaluation/audit.py).
-    report["audit"] = audit.measure(tuned_model, collator, run.data_dir, ev.audit.candidates, ev.batch_size)
     run.eval_dir.mkdir(exist_ok=True)
+    from tuneline.evaluation import audit  # the memorisation audit: the planted canaries' exposure
+
+    report["audit"] = audit.measure(tuned_model, collator, run.data_dir, ev.audit.candidates, ev.batch_size)
     import pyarrow.parquet as pq
 
     pq.write_table(
@@ -210,10 +210,10 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
         "split": ev.split,
         "task": task,
         "n": len(records),
+        "audit": audit.headline(report["audit"]),
         **headline,
         "gate": gate,
         "primary": report.get("primary"),
-        "audit": audit.headline(report["audit"]),
     }
     atomic_write_json(run.eval_file, summary_eval)
     run.update_summary(eval=summary_eval)
