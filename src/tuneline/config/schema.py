@@ -555,6 +555,32 @@ class BaselinesConfig(Section):
     )
 
 
+class AuditConfig(Section):
+    canaries: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Memorisation audit: plant this many secret-sharer canaries (a random digit string in a "
+        "fixed template) into training only, and report their exposure after training (0: off).",
+    )
+    candidates: int = Field(
+        99,
+        ge=9,
+        le=100_000,
+        description="Random candidates each canary's secret is ranked against (exposure).",
+    )
+    digits: int = Field(6, ge=4, le=16, description="Digits of each canary's secret.")
+
+    @model_validator(mode="after")
+    def _room_for_candidates(self) -> AuditConfig:
+        if self.candidates >= 10**self.digits:
+            raise ValueError(
+                f"eval.audit.candidates {self.candidates} needs more distinct {self.digits}-digit strings "
+                f"than exist ({10**self.digits} with the secret); raise eval.audit.digits or lower candidates"
+            )
+        return self
+
+
 class EvalConfig(Section):
     split: Literal["test", "val"] = Field("test", description="Split to evaluate on.")
     task: Literal["auto", "classification", "generation"] = Field(
@@ -601,6 +627,7 @@ class EvalConfig(Section):
     max_samples: int | None = Field(
         None, gt=0, description="Evaluate at most this many records (all when unset)."
     )
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Memorisation audit (canaries).")
 
     @model_validator(mode="after")
     def _gate_has_a_reference(self) -> EvalConfig:

@@ -1265,6 +1265,7 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 8px 
       {% if plots %}<a href="#curves">Curves</a><a href="#confusion">Confusion</a>{% endif %}
       {% if slices %}<a href="#slices">Slices</a>{% endif %}
       {% if threshold %}<a href="#threshold">Threshold</a>{% endif %}
+      {% if report.audit %}<a href="#audit">Audit</a>{% endif %}
       <a href="#method">Method</a>
     </nav>
   </div>
@@ -1481,6 +1482,19 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 8px 
     {% endfor %}
     </tbody>
   </table>
+</section>
+{% endif %}
+
+{% if report.audit %}
+<section class="card" id="audit">
+  <h2>Memorisation audit</h2>
+  <p class="sub">{{ report.audit.canaries }} secret-sharer canaries (a random {{ report.audit.digits }}-digit secret in a fixed template) were planted in training only and are in no metric above.
+    Each secret is ranked against {{ report.audit.candidates }} random candidates by the tuned model's log-likelihood; exposure = log2({{ report.audit.candidates + 1 }}) − log2(rank), at most {{ '%.2f'|format(report.audit.max_exposure) }} bits.</p>
+  <table><thead><tr><th></th><th class="num">mean exposure (bits)</th></tr></thead><tbody>
+    <tr><td>planted canaries (trained on)</td><td class="num">{{ '%.2f'|format(report.audit.exposure_mean) }}</td></tr>
+    <tr><td>control canaries (never trained on)</td><td class="num">{{ '%.2f'|format(report.audit.control_exposure_mean) }}</td></tr>
+  </tbody></table>
+  {% if report.privacy and report.privacy.dp %}<p class="sub">Trained with differential privacy: ε = {{ '%.3g'|format(report.privacy.dp.epsilon) }} at δ = {{ '%.2g'|format(report.privacy.dp.delta) }}.</p>{% endif %}
 </section>
 {% endif %}
 

@@ -248,6 +248,16 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
                 lines += [f"Too small to score: {small}."]
             lines.append("")
 
+    audit = report.get("audit")
+    if audit:
+        lines += ["", "## Memorisation audit", ""]
+        lines.append(
+            f"{audit['canaries']} secret-sharer canaries ({audit['digits']}-digit secrets) were planted in "
+            f"training only; each secret ranked against {audit['candidates']} random candidates. "
+            f"Mean exposure: {audit['exposure_mean']:.2f} bits for the planted canaries, "
+            f"{audit['control_exposure_mean']:.2f} for never-trained controls "
+            f"(at most {audit['max_exposure']:.2f})."
+        )
     lines += ["", "## Gate", ""]
     if gate is None:
         lines.append("No gate was configured: this version can only be promoted with --force and a reason.")

@@ -193,6 +193,9 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     report = build_report(cfg, task, labels, positive, records, scored, privacy)
     report["models"]["tuned"]["quantization"] = quant
     run.eval_dir.mkdir(exist_ok=True)
+    from tuneline.evaluation import audit  # the memorisation audit: the planted canaries' exposure
+
+    report["audit"] = audit.measure(tuned_model, collator, run.data_dir, ev.audit.candidates, ev.batch_size)
     import pyarrow.parquet as pq
 
     pq.write_table(
@@ -219,6 +222,7 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
         "split": ev.split,
         "task": task,
         "n": len(records),
+        "audit": audit.headline(report["audit"]),
         **headline,
         "gate": gate,
         "models": list(report["models"]),

@@ -19,6 +19,7 @@ from tuneline.data.records import write_records
 from tuneline.data.split import SPLITS
 from tuneline.data.validate import Validation, validate, write_report
 from tuneline.errors import DataError
+from tuneline.evaluation import audit
 from tuneline.progress import phases
 from tuneline.runs import RunDir, atomic_dir, atomic_write_json, workspace
 
@@ -80,6 +81,8 @@ def run(cfg: Config, run: RunDir) -> PreparedData:
     with atomic_dir(run.data_dir) as tmp:
         for name in SPLITS:
             write_records(tmp / f"{name}.jsonl", snap.records(name))
+        if cfg.eval.audit.canaries:  # training only, beside the split files (evaluation/audit.py)
+            audit.plant(tmp, cfg.eval.audit.canaries, cfg.eval.audit.digits, cfg.run.seed)
         atomic_write_json(
             tmp / "manifest.json",
             {
@@ -104,6 +107,7 @@ def run(cfg: Config, run: RunDir) -> PreparedData:
             "counts": snap.counts,
             "fingerprint": snap.fingerprint,
             "snapshot": str(snap.path),
+            "canaries": cfg.eval.audit.canaries,
             "validation": {
                 k: s[k] for k in ("records_in", "records_out", "errors", "dropped", "warnings", "passed")
             },
