@@ -1265,7 +1265,7 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 8px 
       {% if plots %}<a href="#curves">Curves</a><a href="#confusion">Confusion</a>{% endif %}
       {% if slices %}<a href="#slices">Slices</a>{% endif %}
       {% if threshold %}<a href="#threshold">Threshold</a>{% endif %}
-      {% if report.audit %}<a href="#audit">Audit</a>{% endif %}
+      {% if report.get('audit') %}<a href="#audit">Audit</a>{% endif %}
       <a href="#method">Method</a>
     </nav>
   </div>
@@ -1485,7 +1485,7 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 8px 
 </section>
 {% endif %}
 
-{% if report.audit %}
+{% if report.get('audit') %}
 <section class="card" id="audit">
   <h2>Memorisation audit</h2>
   <p class="sub">{{ report.audit.canaries }} secret-sharer canaries (a random {{ report.audit.digits }}-digit secret in a fixed template) were planted in training only and are in no metric above.
