@@ -156,7 +156,7 @@ def test_server_flags_redacts_and_blocks(server, planted, kind):
     text, errors = _streamed(_ask(server, stream=True))
     assert text == PLANTED[kind] and not errors
     assert _count(srv.metrics.registry, kind) == before + 2
-    metrics = httpx.get(f"{server.url}/metrics/", timeout=10).text
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert f'tuneline:pii_outputs_total{{kind="{kind}"}} {before + 2:.1f}' in metrics
 
     srv.pii.mode = "redact"
