@@ -37,7 +37,8 @@ def test_run_end_to_end(tiny_config, workdir):
     result = CliRunner().invoke(app, ["run", str(tiny_config)])
     assert result.exit_code == 0, result.output
     assert time.time() - started < 60
-    assert "tuneline run summary" in result.output and "eval accuracy" in result.output
+    assert "tuneline run summary" in result.output and "accuracy" in result.output
+    assert "answer-token loss" in result.output and "prior" in result.output
 
     run_dir = _only_run_dir(workdir)
     assert RUN_FILES <= {p.name for p in run_dir.iterdir()}

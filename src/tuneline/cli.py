@@ -74,37 +74,70 @@ def _fmt(value, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+SUMMARY_ORDER = ("prior", "base", "few_shot", "embedding_logreg", "tuned")
+
+
 def print_summary(summary: dict) -> None:
-    table = Table(title="tuneline run summary", show_header=True, header_style="bold")
-    table.add_column("")
-    table.add_column("base", justify="right")
-    table.add_column("tuned", justify="right", overflow="fold")
+    """One column per model scored (prior, base, each baseline, tuned), the gate row naming what it
+    compared against with the margin and its CI, and a red line for every model that beats the
+    fine-tune."""
     data = summary.get("data") or {}
     counts = data.get("counts") or {}
     train = summary.get("train") or {}
     ev = summary.get("eval") or {}
-    base, tuned = ev.get("base") or {}, ev.get("tuned") or {}
     reg = summary.get("registry") or {}
-    table.add_row(
-        "data (train/val/test)", "", "/".join(str(counts.get(s, "-")) for s in ("train", "val", "test"))
-    )
-    table.add_row("train final loss", "", _fmt(train.get("final_loss")))
-    table.add_row(f"eval loss ({ev.get('split', '-')})", _fmt(base.get("loss")), _fmt(tuned.get("loss")))
-    table.add_row("eval accuracy", _fmt(base.get("accuracy"), ".3f"), _fmt(tuned.get("accuracy"), ".3f"))
+    listed = ev.get("models") or [m for m in SUMMARY_ORDER if isinstance(ev.get(m), dict)]
+    names = [m for m in SUMMARY_ORDER if m in listed] + [m for m in listed if m not in SUMMARY_ORDER]
+    table = Table(title="tuneline run summary", show_header=True, header_style="bold")
+    table.add_column("")
+    for name in names:
+        table.add_column(f"[bold blue]{name}[/]" if name == "tuned" else name, justify="right", overflow="fold")
+    if not names:  # evaluation has not run: one column for the run's own facts
+        table.add_column("tuned", justify="right", overflow="fold")
+    width = max(len(names), 1)
+
+    def row(label: str, values: dict | None = None, text: str | None = None) -> None:
+        if text is not None:  # a fact of the run, in the tuned column
+            table.add_row(label, *([""] * (width - 1)), text)
+        else:
+            table.add_row(label, *(values.get(n, "") for n in names))
+
+    def metric_row(label: str, key: str, spec: str = ".3f") -> None:
+        row(label, {n: _fmt((ev.get(n) or {}).get(key), spec) for n in names})
+
+    row("data (train/val/test)", text="/".join(str(counts.get(s, "-")) for s in ("train", "val", "test")))
+    row("train final loss", text=_fmt(train.get("final_loss")))
     primary = ev.get("primary")
-    if primary and primary not in ("accuracy", "loss"):
-        table.add_row(f"eval {primary}", _fmt(base.get(primary), ".3f"), _fmt(tuned.get(primary), ".3f"))
-    for name in ("few_shot", "embedding_logreg"):
-        if ev.get(name) and primary:
-            table.add_row(f"{name} {primary}", _fmt(ev[name].get(primary), ".3f"), "")
+    if names:
+        if primary:
+            metric_row(f"[bold]{primary}[/] (gate metric, {ev.get('split', '-')})", primary)
+        if ev.get("task") == "classification" and primary != "roc_auc":
+            metric_row("roc_auc", "roc_auc")
+        if primary != "accuracy":
+            metric_row("accuracy", "accuracy")
+        loss = {n: _fmt((ev.get(n) or {}).get("loss"), ".4f") for n in names if n in ("base", "tuned")}
+        if any(v != "-" for v in loss.values()):
+            row("answer-token loss (not the gate metric)", loss)
+        perm = ev.get("permutation")
+        if perm and perm.get("p_value") is not None:
+            row("label-permutation p (chance)", text=f"{perm['p_value']:.4f}")
     gate = ev.get("gate")
     if gate is not None:
-        table.add_row("gate", "", "[green]passed[/]" if gate["passed"] else "[red]FAILED[/]")
-    table.add_row(
-        "registered model", "", f"{reg.get('model_name', '-')} v{reg.get('version', '-')}" if reg else "-"
-    )
-    table.add_row("run directory", "", summary.get("run_dir", "-"))
+        c = gate.get("comparison") or {}
+        against = gate.get("against", "-")
+        how = " (strongest scored)" if gate.get("against_rule") == "strongest" else ""
+        margin = ""
+        if c.get("delta") is not None:
+            ci = c.get("ci") or [None, None]
+            ci_text = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if None not in ci else "[CI undefined]"
+            margin = f" Δ {c['delta']:+.3f} {ci_text}"
+        verdict = "[green]passed[/]" if gate["passed"] else "[red]FAILED[/]"
+        row(f"gate vs {against}{how}", text=f"{verdict}{margin}")
+    row("registered model", text=f"{reg.get('model_name', '-')} v{reg.get('version', '-')}" if reg else "-")
+    row("run directory", text=summary.get("run_dir", "-"))
     out.print(table)
+    for beaten in ev.get("beaten_by") or []:
+        out.print(f"[bold red]✗ {escape(beaten['sentence'])}[/]")
 
 
 # ------------------------------------------------------------------------- pipeline verbs
@@ -322,11 +355,13 @@ def print_validation(summary: dict, report_html: Path | None) -> None:
             summary["dropped"],
         )
     )
-    verdict = "[green]passed[/]" if summary["passed"] else "[bold red]failed[/]"
-    out.print(
-        f"verdict: {verdict} (error fraction {summary['error_fraction']:.2%}, "
-        f"allowed {summary['max_error_fraction']:.2%})"
-    )
+    if summary["passed"]:
+        out.print(
+            f"verdict: [green]passed[/] (error fraction {summary['error_fraction']:.2%}, "
+            f"allowed {summary['max_error_fraction']:.2%})"
+        )
+    else:
+        out.print(f"verdict: [bold red]failed[/]: {escape('; '.join(summary['failures']))}")
     if report_html:
         out.print(f"report: {report_html}")
 

@@ -166,7 +166,7 @@ def test_manifest_isic_layout(tmp_path):
         ("4", "malformed_row", None),
         ("5", "schema_error", "target"),
         ("6", "schema_error", "patient_id"),
-        ("7", "path_outside_root", None),
+        ("7", "path_outside_root", "image_name"),
     }
 
 

@@ -90,12 +90,12 @@ def test_base_and_tuned_read_the_same_inputs_and_share_the_threshold_procedure(
 
     assert set(seen) == {"base", "tuned"} and seen["base"] == seen["tuned"]  # same records, same tokens
     assert len(seen["base"]) == 2  # test and val (the threshold is chosen on val)
-    assert len(thresholds) == 3 and len(set(thresholds)) == 1  # base, tuned, embedding_logreg: one procedure
+    assert len(thresholds) == 4 and len(set(thresholds)) == 1  # base, prior, tuned, embedding_logreg: one procedure
     n_train = len(list(read_records(run.split_file("train"))))
     assert embedded[0] == n_train  # the probe is fitted on the training split's embeddings
 
     report = json.loads((run.eval_dir / "report.json").read_text())
-    assert set(report["models"]) == {"base", "tuned", "embedding_logreg"}
+    assert set(report["models"]) == {"base", "prior", "tuned", "embedding_logreg"}
     assert report["gate"]["against"] == "embedding_logreg" and report["threshold"]["split"] == "val"
     assert report["models"]["tuned"]["invalid_label_rate"] is None  # nothing generated
     assert report["models"]["tuned"]["latency"]["n"] == report["n"]

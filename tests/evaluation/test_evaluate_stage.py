@@ -62,7 +62,7 @@ def test_gate_refuses_a_fine_tune_on_shuffled_labels_and_passes_a_good_one(tmp_p
     gate = good.summary()["eval"]["gate"]
     assert gate["passed"], gate
     report = json.loads((good.eval_dir / "report.json").read_text())
-    assert set(report["models"]) == {"base", "few_shot", "tuned"}
+    assert set(report["models"]) == {"base", "prior", "few_shot", "tuned"}
     assert {(c["a"], c["metric"]) for c in report["comparisons"]} >= {
         ("base", "roc_auc"),
         ("few_shot", "roc_auc"),
@@ -152,9 +152,11 @@ def test_base_and_tuned_share_records_prompts_and_threshold_procedure(tmp_path, 
     assert set(by_model) == {"base", "tuned"}
     assert by_model["base"] == by_model["tuned"]  # same records and prompts, for val and test alike
     assert len(by_model["base"]) == 2  # test split and val split (the threshold is chosen on val)
-    assert len(thresholds) == 2 and thresholds[0] == thresholds[1]  # one procedure, same val records
+    # one procedure, same val records, for base, the prior baseline and tuned
+    assert len(thresholds) == 3 and thresholds[0] == thresholds[1] == thresholds[2]
     report = json.loads((run.eval_dir / "report.json").read_text())
     assert report["threshold"]["split"] == "val" and set(report["threshold"]["per_model"]) == {
         "base",
+        "prior",
         "tuned",
     }

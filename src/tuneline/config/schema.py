@@ -6,15 +6,26 @@ Defaults live here and only here. Every field has a description; they become the
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 # Marker for fields holding filesystem paths: the loader resolves relative values against the
 # YAML file that names them (defaults, never named by a file, are relative to the working dir).
 PATH_FIELD = {"tuneline_path": True}
+
+
+def known_encoding(name: str) -> str:
+    """``name`` if Python knows it as a text encoding (not a bytes-to-bytes codec such as zlib)."""
+    try:
+        codecs.lookup(name)
+        "".encode(name)
+    except LookupError:
+        raise ValueError(f"unknown text encoding {name!r} (e.g. utf-8, latin-1, cp1252, utf-16)") from None
+    return name
 
 
 class Section(BaseModel):
@@ -90,6 +101,16 @@ class JsonlSource(Section):
             json_schema_extra=PATH_FIELD,
         ),
     ]
+    encoding: str = Field(
+        "utf-8",
+        description="Text encoding of the file, decoded strictly (e.g. latin-1, cp1252, utf-16): a byte "
+        "that does not decode is a malformed_row finding naming the file, line and byte offset.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        return known_encoding(value)
 
 
 class ManifestSource(Section):
@@ -117,9 +138,24 @@ class ManifestSource(Section):
     split_column: str | None = Field(
         None, description="Column holding a user-supplied split (train/val/test)."
     )
-    metadata_columns: list[str] | None = Field(None, description="Columns kept as metadata (default: all).")
+    metadata_columns: list[str] | None = Field(
+        None,
+        description="Columns kept as metadata (default: all). A column whose cells are all numbers written "
+        "as text (a CSV's age 70.0) is kept as numbers, empty cells as null, so eval.slices can band it; "
+        "the id, image, label, group and split columns stay text.",
+    )
     prompt: str = Field(..., description="User prompt; {column} placeholders are filled from the row.")
     system: str | None = Field(None, description="Optional system message.")
+    encoding: str = Field(
+        "utf-8",
+        description="Text encoding of a CSV manifest (Parquet needs none), decoded strictly (e.g. latin-1, cp1252, utf-16): a byte "
+        "that does not decode is a malformed_row finding naming the file, line and byte offset.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        return known_encoding(value)
 
 
 class ImageFolderSource(Section):
@@ -483,16 +519,26 @@ class GateConfig(Section):
     )
     primary: Literal[METRICS] | None = Field(
         None,
-        description="Metric the tuned model must improve (default: roc_auc, or exact_match for generation).",
+        description="Metric the tuned model must improve (default: balanced_accuracy for classification, "
+        "which a model predicting one class for everything cannot game; exact_match for generation).",
     )
     against: str = Field(
-        "base", description="Model to beat: base, or a baseline's name (few_shot, embedding_logreg)."
+        "strongest",
+        description="Model to beat: strongest (the best of every model scored on primary: base, prior, "
+        "embedding_logreg, few_shot), or one of them by name.",
     )
     min_improvement: float = Field(
         0.0, description="Required improvement of primary over `against` (in the metric's units)."
     )
     ci_excludes_zero: bool = Field(
         True, description="The paired 95% CI of the improvement must exclude zero."
+    )
+    sanity: bool = Field(
+        True,
+        description="Checks a model that learned nothing cannot pass, whatever primary and against say: "
+        "it predicts more than one class when the split has several; it beats the prior baseline "
+        "(CI above zero); its ROC-AUC's CI lower bound is above 0.5 and it is not significantly below "
+        "any model scored on ROC-AUC; the label-permutation p-value (eval.permutation_test) is below 0.05.",
     )
     guards: list[GuardRule] = Field(
         default_factory=list, description="Floors and ceilings, e.g. {metric: specificity, min: 0.5}."
@@ -507,6 +553,32 @@ class BaselinesConfig(Section):
         True,
         description="Logistic regression on the base model's frozen prompt embeddings (classification).",
     )
+
+
+class AuditConfig(Section):
+    canaries: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Memorisation audit: plant this many secret-sharer canaries (a random digit string in a "
+        "fixed template) into training only, and report their exposure after training (0: off).",
+    )
+    candidates: int = Field(
+        99,
+        ge=9,
+        le=100_000,
+        description="Random candidates each canary's secret is ranked against (exposure).",
+    )
+    digits: int = Field(6, ge=4, le=16, description="Digits of each canary's secret.")
+
+    @model_validator(mode="after")
+    def _room_for_candidates(self) -> AuditConfig:
+        if self.candidates >= 10**self.digits:
+            raise ValueError(
+                f"eval.audit.candidates {self.candidates} needs more distinct {self.digits}-digit strings "
+                f"than exist ({10**self.digits} with the secret); raise eval.audit.digits or lower candidates"
+            )
+        return self
 
 
 class EvalConfig(Section):
@@ -535,7 +607,17 @@ class EvalConfig(Section):
         "age_approx: numbers become age bands).",
     )
     min_slice_size: int = Field(20, gt=0, description="Slices smaller than this are listed, not scored.")
-    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig, description="Reference models.")
+    baselines: BaselinesConfig = Field(
+        default_factory=BaselinesConfig,
+        description="Reference models (the prior baseline, training class frequencies for every record, "
+        "is always scored: it costs nothing).",
+    )
+    permutation_test: int = Field(
+        200,
+        ge=0,
+        description="Label permutations for the tuned model's chance p-value on primary (test labels "
+        "permuted between groups of the same size when records have groups; 0: off).",
+    )
     gate: GateConfig = Field(default_factory=GateConfig, description="What the tuned model must show.")
     compare_base: bool = Field(
         True, description="Also evaluate the base model, side by side with the tuned one."
@@ -545,6 +627,7 @@ class EvalConfig(Section):
     max_samples: int | None = Field(
         None, gt=0, description="Evaluate at most this many records (all when unset)."
     )
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Memorisation audit (canaries).")
 
     @model_validator(mode="after")
     def _gate_has_a_reference(self) -> EvalConfig:
@@ -553,9 +636,19 @@ class EvalConfig(Section):
                 "eval.gate compares the tuned model against the base model, but eval.compare_base is "
                 "false; set eval.gate.against to a baseline, or eval.gate.enabled: false"
             )
-        known = {"base", "few_shot", "embedding_logreg"}
+        known = {"strongest", "base", "prior", "few_shot", "embedding_logreg"}
         if self.gate.against not in known:
             raise ValueError(f"eval.gate.against must be one of {sorted(known)}, got {self.gate.against!r}")
+        if self.gate.against == "few_shot" and not self.baselines.few_shot:
+            raise ValueError(
+                "eval.gate.against is few_shot, but eval.baselines.few_shot is 0 (off); set it to the "
+                "number of examples (e.g. 4), or compare against strongest"
+            )
+        if self.gate.against == "embedding_logreg" and not self.baselines.embedding_logreg:
+            raise ValueError(
+                "eval.gate.against is embedding_logreg, but eval.baselines.embedding_logreg is false; "
+                "turn it on, or compare against strongest"
+            )
         return self
 
 

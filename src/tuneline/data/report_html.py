@@ -649,6 +649,7 @@ def _context(
             {
                 "record_id": None if d.get("record_id") is None else str(d.get("record_id")),
                 "source": d.get("source"),
+                "field": d.get("field"),
                 "reason": str(d.get("reason")),
                 "anchor": _anchor(str(d.get("reason"))),
                 "desc": CHECKS.get(str(d.get("reason")), ("", ""))[1],
@@ -1200,10 +1201,11 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 8px 
     <summary>{{ 'All' if not dropped_more else 'First' }} {{ dropped|length|num }} dropped records</summary>
     <div class="scroll">
     <table class="rows">
-      <thead><tr><th>Record</th><th>Source</th><th>Reason</th><th>What it means</th></tr></thead>
+      <thead><tr><th>Record</th><th>Source</th><th>Field</th><th>Reason</th><th>What it means</th></tr></thead>
       <tbody>
       {% for d in dropped %}
       <tr><td class="mono wrapcell">{{ opt(d.record_id) }}</td><td class="mono wrapcell">{{ opt(d.source) }}</td>
+        <td class="mono">{{ opt(d.field) }}</td>
         <td><a class="code" href="#{{ d.anchor }}">{{ d.reason }}</a></td><td class="muted">{{ d.desc }}</td></tr>
       {% endfor %}
       </tbody>

@@ -61,20 +61,23 @@ def _action(cfg: Config, code: str) -> str:
     return cfg.data.checks.actions.get(code, CHECKS[code][0])
 
 
-def _apply(cfg: Config, raw: list[Finding]) -> tuple[list[Finding], dict[str, str], dict[str, str]]:
-    """Set each finding's severity from its check's action; return (findings, error ids, dropped ids)."""
+def _apply(
+    cfg: Config, raw: list[Finding]
+) -> tuple[list[Finding], dict[str, Finding], dict[str, Finding]]:
+    """Set each finding's severity from its check's action; return (findings, errors, drops): the
+    first failing / dropping finding of each record (keyed by record id, else by its source)."""
     out, errors, drops = [], {}, {}
     for f in raw:
         action = _action(cfg, f.check)
-        severity = SEVERITY_OF_ACTION[action]
-        out.append(dataclasses.replace(f, severity=severity))
+        f = dataclasses.replace(f, severity=SEVERITY_OF_ACTION[action])
+        out.append(f)
         key = f.record_id or f.source
         if key is None:
             continue
         if action == "fail":
-            errors.setdefault(key, f.check)
+            errors.setdefault(key, f)
         elif action == "drop":
-            drops.setdefault(key, f.check)
+            drops.setdefault(key, f)
     return out, errors, drops
 
 
@@ -167,19 +170,22 @@ def validate(
     by_id = {r.id: r for r in records}
     dropped = [
         {
-            "record_id": by_id[k].id if k in by_id else None,
-            "source": by_id[k].source if k in by_id else k,
-            "reason": code,
+            "record_id": f.record_id,
+            "source": by_id[k].source if k in by_id else f.source,
+            "field": f.field,
+            "reason": f.check,
             "severity": "error" if k in errors else "warning",
         }
-        for k, code in {**drops, **errors}.items()
+        for k, f in {**drops, **errors}.items()
     ]
     error_fraction = len(errors) / max(rows, 1)
     dataset_errors = [
         f for f in findings if f.record_id is None and f.source is None and f.severity == "error"
     ]
-    passed = error_fraction <= dc.checks.max_error_fraction and not dataset_errors and bool(splits["train"])
+    failures = _failures(dc, rows, splits, errors, drops, error_fraction, dataset_errors)
+    passed = not failures
     summary = _summary(cfg, results, rows, splits, findings, errors, drops, error_fraction, passed)
+    summary["failures"] = failures
     log.info(
         "validated %d rows: %d kept, %d errors, %d dropped, passed=%s",
         rows,
@@ -189,6 +195,27 @@ def validate(
         passed,
     )
     return Validation(rows, splits, findings, dropped, infos, passed, summary, links, records)
+
+
+def _failures(dc, rows, splits, errors, drops, error_fraction, dataset_errors) -> list[str]:
+    """Why the dataset fails, one sentence each (empty when it passes)."""
+    out = []
+    if error_fraction > dc.checks.max_error_fraction:
+        out.append(
+            f"{len(errors)} of {rows} records have errors "
+            f"({error_fraction:.1%} > data.checks.max_error_fraction={dc.checks.max_error_fraction:g})"
+        )
+    if dataset_errors:
+        out.append("; ".join(f"[{f.check}] {f.message}" for f in dataset_errors))
+    if not rows:
+        out.append("no records: the data sources hold no rows")
+    elif not any(splits[s] for s in SPLITS):
+        reasons = Counter(f.check for f in [*errors.values(), *drops.values()])
+        why = ", ".join(f"{code} {n}" for code, n in reasons.most_common())
+        out.append(f"no records left after the checks: all {rows} were excluded ({why})")
+    elif not splits["train"]:
+        out.append("the train split is empty: change data.split or supply train records")
+    return out
 
 
 def _summary(cfg, results, rows, splits, findings, errors, drops, error_fraction, passed) -> dict[str, Any]:

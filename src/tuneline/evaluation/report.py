@@ -10,8 +10,15 @@ Shape of the report (JSON, NaN written as null):
      "comparisons": [{"a", "b", "metric", "delta", "ci", "p_value", "method"}],
      "slices": {column: {"values": {value: {model: {"n", metrics...}}}, "too_small": {value: n}}},
      "threshold": {"method", "target", "split", "per_model": {name: t}},
-     "gate": {"passed", "primary", "against", "rules": [...]} | null,
-     "not_beaten": [names of models the tuned model did not beat on the primary metric]}
+     "gate": {"passed", "primary", "against", "against_rule", "comparison", "rules": [...]} | null,
+     "permutation": {"metric", "observed", "p_value", "null_mean", "null_q95", "n_permutations",
+                     "n_skipped", "unit"} | null,
+     "not_beaten": [names of models the tuned model did not beat on the primary metric],
+     "beaten_by": [{"model", "metric", "margin", "ci", "significant", "sentence"}],
+     "delong": {"unit": "rows", "note"} | null}
+
+Every CI carries how many bootstrap draws were dropped because the metric was undefined there
+(``models[name]["ci_skipped"][metric]``, ``comparisons[i]["n_skipped"]``).
 
 ``delta`` is always ``b − a`` with ``b = "tuned"``. Every classification number is computed with
 scikit-learn from the per-class probabilities stored in predictions.parquet (see metrics.py), so it can
@@ -21,6 +28,7 @@ be recomputed independently.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -30,7 +38,55 @@ from tuneline.config.schema import LOWER_IS_BETTER
 from tuneline.data.records import Record
 from tuneline.evaluation import metrics as M
 from tuneline.evaluation import stats as S
-from tuneline.evaluation.gate import evaluate_gate
+from tuneline.evaluation.gate import GateEvidence, beaten_by, evaluate_gate
+
+
+def default_primary(cfg: Config, task: str) -> str:
+    """eval.gate.primary, or balanced accuracy (classification; a collapsed predictor scores exactly
+    1/K on it) / exact match (generation)."""
+    return cfg.eval.gate.primary or ("balanced_accuracy" if task == "classification" else "exact_match")
+
+
+def _permutation(cfg, task, labels, positive, records, scored, report, groups, primary) -> dict | None:
+    """The tuned model's primary metric against the same metric on permuted test labels."""
+    n = cfg.eval.permutation_test
+    tuned = scored["tuned"]
+    if not n or len(records) < 2:
+        return None
+    if task == "classification":
+        threshold = _t(report["models"]["tuned"].get("threshold"))
+        y = np.array([r.target for r in records], dtype=object)
+        inp = M.prepare(y, tuned.probabilities, labels, positive=positive, threshold=threshold)
+        name = "recall" if primary == "sensitivity" else primary
+        if name not in M.HEADLINE:
+            return None
+        ones = np.ones((1, len(y)))
+        index = {label: i for i, label in enumerate(inp.classes)}
+
+        def metric(yy: np.ndarray) -> float:
+            # the vectorised headline metrics (equal to scikit-learn's, see stats.py) on permuted labels
+            y_idx = np.fromiter((index[v] for v in yy.tolist()), dtype=np.int64, count=len(yy))
+            return float(S.weighted_metrics(replace(inp, y=yy, y_idx=y_idx), ones)[name][0])
+
+    else:
+        scores_name = "exact_match" if primary == "accuracy" else primary
+        if tuned.generated is None or scores_name not in ("exact_match", "token_f1", "rouge_l"):
+            return None
+        generated = tuned.generated
+
+        def metric(refs: np.ndarray) -> float:
+            return float(np.mean(M.generation_scores(generated, list(refs))[scores_name]))
+
+        y = np.array([r.answer for r in records], dtype=object)
+    result = S.permutation_test(
+        metric,
+        y,
+        groups=groups,
+        n_permutations=n,
+        seed=cfg.run.seed,
+        higher_is_better=primary not in LOWER_IS_BETTER,
+    )
+    return M.nan_to_none({"metric": primary, **M.to_json_dict(result)})
 
 
 def _t(threshold: float | None) -> float:
@@ -60,12 +116,26 @@ def _comparison(a: str, metric: str, c: S.PairedComparison, method: str = "paire
             "p_value": c.p_value,
             "method": method,
             "unit": c.unit,
+            "n_skipped": c.n_skipped,
+            "n_resamples": c.n_resamples,
         }
     )
 
 
+def _number(v):
+    """A number, also when a CSV gave it as text ('70.0'); anything else unchanged."""
+    if isinstance(v, str):
+        try:
+            x = float(v.strip())
+        except ValueError:
+            return v
+        return x if math.isfinite(x) else v
+    return v
+
+
 def slice_values(records: list[Record], column: str) -> np.ndarray:
-    raw = [r.metadata.get(column) for r in records]
+    raw = [_number(r.metadata.get(column)) for r in records]
+    raw = [None if isinstance(v, str) and not v.strip() else v for v in raw]
     numbers = [v for v in raw if isinstance(v, int | float) and not isinstance(v, bool)]
     if numbers and len(numbers) == sum(v is not None and v != "" for v in raw):
         values = np.array([np.nan if v is None or v == "" else float(v) for v in raw])
@@ -95,6 +165,7 @@ def build_report(
         "slices": {},
         "threshold": None,
         "gate": None,
+        "delong": None,
     }
     boot = {"n_resamples": ev.bootstrap_resamples, "seed": cfg.run.seed}
     if task == "classification":
@@ -111,7 +182,7 @@ def build_report(
             entry["loss"] = s.loss
         entry.update(s.extra)
 
-    primary = ev.gate.primary or ("roc_auc" if task == "classification" else "exact_match")
+    primary = default_primary(cfg, task)
     report["primary"] = primary
     sign = -1 if primary in LOWER_IS_BETTER else 1
     report["not_beaten"] = [
@@ -121,19 +192,21 @@ def build_report(
         and c["method"] == "paired bootstrap"
         and (c["delta"] is None or sign * c["delta"] <= 0)
     ]
+    report["beaten_by"] = beaten_by(M.nan_to_none(report["comparisons"]), primary, task)
+    report["permutation"] = _permutation(cfg, task, labels, positive, records, scored, report, groups, primary)
     if ev.gate.enabled:
-        comparison = next(
-            (
-                c
-                for c in report["comparisons"]
-                if c["a"] == ev.gate.against and c["metric"] == primary and c["method"] == "paired bootstrap"
-            ),
-            None,
-        )
-        tuned_metrics = report["models"]["tuned"]["metrics"]
+        tuned_metrics = dict(report["models"]["tuned"]["metrics"])
         if privacy and privacy.get("dp"):
-            tuned_metrics = {**tuned_metrics, "dp_epsilon": privacy["dp"]["epsilon"]}
-        report["gate"] = evaluate_gate(ev.gate, primary, tuned_metrics, comparison).to_json()
+            tuned_metrics["dp_epsilon"] = privacy["dp"]["epsilon"]
+        evidence = GateEvidence(
+            task=task,
+            models=M.nan_to_none(report["models"]),
+            comparisons=M.nan_to_none(report["comparisons"]),
+            tuned_metrics=M.nan_to_none(tuned_metrics),
+            permutation=report["permutation"],
+            order=list(scored),
+        )
+        report["gate"] = evaluate_gate(ev.gate, primary, evidence).to_json()
     report["privacy"] = privacy
     return M.nan_to_none(report)
 
@@ -174,6 +247,8 @@ def _classification(cfg, report, labels, positive, records, scored, groups, boot
             "metrics": metrics,
             "ci": {k: _ci(v) for k, v in ci.items()},
             "ci_unit": next(iter(ci.values())).unit,
+            "ci_skipped": {k: v.n_skipped for k, v in ci.items()},
+            "ci_resamples": ev.bootstrap_resamples,
             "threshold": threshold,
             "threshold_choice": M.to_json_dict(choice) if choice else None,
             "invalid_label_rate": invalid,
@@ -227,9 +302,21 @@ def _classification(cfg, report, labels, positive, records, scored, groups, boot
                             "p_value": d.p_value,
                             "method": "delong",
                             "unit": "rows",
+                            "n_skipped": 0,
                         }
                     )
                 )
+                report["delong"] = {
+                    "unit": "rows",
+                    "note": (
+                        "DeLong's variance treats rows as independent; records share groups here, so "
+                        "the gate decides on the paired cluster bootstrap (groups resampled), and DeLong "
+                        "is shown for reference only"
+                        if groups is not None
+                        else "DeLong's test on rows (records have no groups); the gate decides on the "
+                        "paired bootstrap"
+                    ),
+                }
 
     for column in ev.slices:
         values = slice_values(records, column)
@@ -259,10 +346,16 @@ def _generation(report, records, scored, groups, boot) -> None:
         per_record[name] = scores
         metrics = {k: float(np.mean(v)) for k, v in scores.items()}
         metrics["accuracy"] = metrics["exact_match"]
-        ci = {k: _ci(S.bootstrap_ci(np.mean, v, groups=groups, **boot)) for k, v in scores.items()}
+        cis = {k: S.bootstrap_ci(np.mean, v, groups=groups, **boot) for k, v in scores.items()}
         if s.loss is not None:
             metrics["perplexity"] = math.exp(s.loss) if s.loss < 700 else math.inf
-        report["models"][name] = {"metrics": metrics, "ci": ci, "threshold": None}
+        report["models"][name] = {
+            "metrics": metrics,
+            "ci": {k: _ci(v) for k, v in cis.items()},
+            "ci_skipped": {k: v.n_skipped for k, v in cis.items()},
+            "ci_resamples": boot["n_resamples"],
+            "threshold": None,
+        }
     for name in scored:
         if name == "tuned":
             continue

@@ -40,12 +40,13 @@ from markupsafe import Markup
 from tuneline.config.schema import LOWER_IS_BETTER
 
 DASH = "–"
-MODEL_ORDER = ("tuned", "base", "few_shot", "embedding_logreg")
+MODEL_ORDER = ("tuned", "base", "few_shot", "embedding_logreg", "prior")
 MODEL_COLOURS = {
     "tuned": "#1570ef",
     "base": "#667085",
     "few_shot": "#e04f16",
     "embedding_logreg": "#0e9384",
+    "prior": "#98a2b3",
 }
 EXTRA_COLOURS = ("#7a5af8", "#c11574", "#b54708", "#4e5ba6", "#099250")
 MODEL_NOTES = {
@@ -53,6 +54,7 @@ MODEL_NOTES = {
     "base": "base model, zero-shot",
     "few_shot": "base model with solved examples in the prompt",
     "embedding_logreg": "logistic regression on frozen base-model embeddings",
+    "prior": "training class frequencies for every record (ignores the input)",
 }
 METRIC_LABELS = {
     "roc_auc": "ROC-AUC",
@@ -428,7 +430,19 @@ def _verdict(report: Mapping[str, Any], models: Sequence[str]) -> dict[str, Any]
                 }
             )
     state = "none" if gate is None else ("pass" if gate.get("passed") else "fail")
+    red = [str(b.get("sentence")) for b in report.get("beaten_by") or [] if isinstance(b, Mapping)]
+    perm = report.get("permutation") if isinstance(report.get("permutation"), Mapping) else None
+    perm_text = ""
+    if perm and _finite(perm.get("p_value")):
+        perm_text = (
+            f"Label-permutation test: tuned {_label(str(perm.get('metric')))} "
+            f"{_fmt(perm.get('observed'), 3)} against {_fmt(perm.get('null_mean'), 3)} on average "
+            f"(95th percentile {_fmt(perm.get('null_q95'), 3)}) with the test labels permuted "
+            f"{perm.get('n_permutations')} times ({perm.get('unit')}): p = {_pvalue(perm.get('p_value'))}."
+        )
     return {
+        "beaten_by": red,
+        "permutation": perm_text,
         "state": state,
         "primary": primary,
         "primary_label": _label(primary),
@@ -1029,11 +1043,35 @@ def _overview(
 def _ci_note(report: Mapping[str, Any], models: Sequence[str]) -> str:
     units = {str((report["models"][m] or {}).get("ci_unit") or "") for m in models}
     if "groups" in units or (units <= {""} and report.get("grouped_by")):
-        return (
+        note = (
             "CIs resample patients (groups): every record of a patient is drawn together, "
             "so correlated records do not narrow the interval."
         )
-    return "CIs resample records (rows)."
+    else:
+        note = "CIs resample records (rows)."
+    return note + _dropped_note(report, models)
+
+
+def _dropped_note(report: Mapping[str, Any], models: Sequence[str]) -> str:
+    """How many bootstrap draws each CI lost because the metric was undefined there (e.g. no positive
+    record in the resample), so a CI built on fewer draws says so."""
+    parts = []
+    for m in models:
+        entry = report["models"][m] or {}
+        total = entry.get("ci_resamples")
+        for metric, n in (entry.get("ci_skipped") or {}).items():
+            if isinstance(n, int) and n > 0:
+                parts.append(f"{m} {_label(metric)} {n}" + (f" of {total}" if total else ""))
+    for c in report.get("comparisons") or []:
+        n = c.get("n_skipped") if isinstance(c, Mapping) else None
+        if isinstance(n, int) and n > 0 and c.get("metric") == report.get("primary"):
+            parts.append(f"tuned − {c.get('a')} {_label(str(c.get('metric')))} {n}")
+    if not parts:
+        return " No bootstrap draw was dropped: every metric was defined in every resample."
+    return (
+        " Bootstrap draws dropped because the metric was undefined in them (e.g. no positive record "
+        "drawn), so these CIs rest on fewer draws: " + "; ".join(parts) + "."
+    )
 
 
 def _environment() -> Environment:
@@ -1145,6 +1183,10 @@ p.sub { margin: 0 0 14px; color: var(--muted); font-size: 13px; }
 .notbeaten { margin: 10px 0 0 58px; padding: 8px 12px; border-radius: 8px; background: var(--warn-bg);
   border: 1px solid var(--warn-line); color: var(--warn); font-size: 13px; }
 .notbeaten div + div { margin-top: 3px; }
+.beatenby { margin: 10px 0 0 58px; padding: 8px 12px; border-radius: 8px; background: var(--err-bg);
+  border: 1px solid var(--err-line); color: var(--err); font-weight: 600; }
+.beatenby div + div { margin-top: 3px; }
+.perm { margin: 10px 0 0 58px; color: var(--fg2); }
 .beaten { margin: 8px 0 0 58px; color: var(--fg2); font-size: 13px; }
 
 /* overview */
@@ -1223,6 +1265,7 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 8px 
       {% if plots %}<a href="#curves">Curves</a><a href="#confusion">Confusion</a>{% endif %}
       {% if slices %}<a href="#slices">Slices</a>{% endif %}
       {% if threshold %}<a href="#threshold">Threshold</a>{% endif %}
+      {% if report.get('audit') %}<a href="#audit">Audit</a>{% endif %}
       <a href="#method">Method</a>
     </nav>
   </div>
@@ -1259,6 +1302,12 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 8px 
       <b>{{ 'passed' if r.passed else 'failed' }}</b></span></li>
     {% endfor %}
   </ul>
+  {% endif %}
+  {% if v.beaten_by %}
+  <div class="beatenby">{% for s in v.beaten_by %}<div>&#10005; {{ s }}</div>{% endfor %}</div>
+  {% endif %}
+  {% if v.permutation %}
+  <p class="perm">{{ v.permutation }}</p>
   {% endif %}
   {% if v.not_beaten %}
   <div class="notbeaten">{% for s in v.not_beaten %}<div>&#9888; {{ s }}</div>{% endfor %}</div>
@@ -1324,7 +1373,8 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 8px 
 <section class="card" id="comparisons">
   <h2>Comparisons: tuned &minus; each other model</h2>
   <p class="sub">Paired on the same records: difference, its 95% CI and two-sided p-value. Green: tuned is better in the metric's direction;
-    * the CI excludes zero.{% if comparisons.delong %} DeLong rows test ROC-AUC analytically (no resampling).{% endif %}</p>
+    * the CI excludes zero.{% if comparisons.delong %} DeLong rows test ROC-AUC analytically (no resampling).{% endif %}
+    {% if report.get('delong') %} {{ report.get('delong').get('note') }}.{% endif %}</p>
   <div class="scroll">
   <table id="comparisons-table">
     <thead><tr><th>Metric</th><th>Method</th>
@@ -1432,6 +1482,19 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 8px 
     {% endfor %}
     </tbody>
   </table>
+</section>
+{% endif %}
+
+{% if report.get('audit') %}
+<section class="card" id="audit">
+  <h2>Memorisation audit</h2>
+  <p class="sub">{{ report.audit.canaries }} secret-sharer canaries (a random {{ report.audit.digits }}-digit secret in a fixed template) were planted in training only and are in no metric above.
+    Each secret is ranked against {{ report.audit.candidates }} random candidates by the tuned model's log-likelihood; exposure = log2({{ report.audit.candidates + 1 }}) − log2(rank), at most {{ '%.2f'|format(report.audit.max_exposure) }} bits.</p>
+  <table><thead><tr><th></th><th class="num">mean exposure (bits)</th></tr></thead><tbody>
+    <tr><td>planted canaries (trained on)</td><td class="num">{{ '%.2f'|format(report.audit.exposure_mean) }}</td></tr>
+    <tr><td>control canaries (never trained on)</td><td class="num">{{ '%.2f'|format(report.audit.control_exposure_mean) }}</td></tr>
+  </tbody></table>
+  {% if report.privacy and report.privacy.dp %}<p class="sub">Trained with differential privacy: ε = {{ '%.3g'|format(report.privacy.dp.epsilon) }} at δ = {{ '%.2g'|format(report.privacy.dp.delta) }}.</p>{% endif %}
 </section>
 {% endif %}
 

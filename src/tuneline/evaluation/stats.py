@@ -533,3 +533,84 @@ def _div0(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.zeros(np.broadcast(num, den).shape)
     np.divide(num, den, out=out, where=den > 0)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Label permutation
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PermutationResult:
+    observed: float
+    p_value: float  # (1 + #{null at least as good as observed}) / (1 + valid permutations)
+    null_mean: float
+    null_q95: float  # the null's 95th percentile in the metric's good direction
+    n_permutations: int
+    n_skipped: int  # permutations where the metric was undefined
+    unit: str  # "rows" | "groups of the same size"
+
+
+def permutation_indices(n_rows: int, groups: Any, rng: np.random.Generator) -> np.ndarray:
+    """Row order for one permutation of the labels: ``y[order]`` is the permuted label vector.
+
+    Without groups, a plain permutation of rows. With groups, whole groups trade their labels with
+    groups of the same size (each group's rows in a fixed order), so labels correlated within a patient
+    stay correlated; a group with no other of its size keeps its own labels (conservative).
+    """
+    if groups is None:
+        return rng.permutation(n_rows)
+    groups = np.asarray(groups)
+    if groups.shape != (n_rows,):
+        raise ValueError(f"groups must have one value per row ({n_rows}), got shape {groups.shape}")
+    _, codes = np.unique(groups.astype(str) if groups.dtype == object else groups, return_inverse=True)
+    order = np.arange(n_rows)
+    members: dict[int, list[int]] = {}
+    for i, c in enumerate(codes):
+        members.setdefault(int(c), []).append(i)
+    by_size: dict[int, list[list[int]]] = {}
+    for rows in members.values():
+        by_size.setdefault(len(rows), []).append(rows)
+    for blocks in by_size.values():
+        if len(blocks) < 2:
+            continue
+        perm = rng.permutation(len(blocks))
+        for target, source in zip(blocks, perm, strict=True):
+            order[target] = blocks[source]
+    return order
+
+
+def permutation_test(
+    metric_fn: Callable[[np.ndarray], float],
+    y: Any,
+    *,
+    groups: Any = None,
+    n_permutations: int = 200,
+    seed: int = 0,
+    higher_is_better: bool = True,
+) -> PermutationResult:
+    """Is ``metric_fn(y)`` (the model's predictions fixed inside it) better than the same metric on
+    labels that have nothing to do with the predictions? ``metric_fn`` takes a label vector."""
+    y = np.asarray(y, dtype=object)
+    observed = float(metric_fn(y))
+    rng = np.random.default_rng(seed)
+    null = np.array(
+        [_try(metric_fn, [y[permutation_indices(len(y), groups, rng)]]) for _ in range(n_permutations)]
+    )
+    valid = null[np.isfinite(null)]
+    s = 1.0 if higher_is_better else -1.0
+    if len(valid) == 0 or not math.isfinite(observed):
+        p, mean, q95 = math.nan, math.nan, math.nan
+    else:
+        p = (1 + int((s * valid >= s * observed - 1e-12).sum())) / (1 + len(valid))
+        mean = float(valid.mean())
+        q95 = float(np.percentile(valid, 95 if higher_is_better else 5))
+    return PermutationResult(
+        observed=observed,
+        p_value=float(p),
+        null_mean=mean,
+        null_q95=q95,
+        n_permutations=n_permutations,
+        n_skipped=int(len(null) - len(valid)),
+        unit="rows" if groups is None else "groups of the same size",
+    )

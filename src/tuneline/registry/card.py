@@ -77,7 +77,20 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
     labels = report.get("labels") or []
 
     lines: list[str] = []
+    # The red lines of the run summary open the card: a reader who stops here knows.
+    for beaten in report.get("beaten_by") or ev.get("beaten_by") or []:
+        lines += [f"> **{beaten['sentence']}.**", ">"]
+    if lines:
+        lines[-1] = ""
     verdict = "no gate was configured" if gate is None else ("passed" if gate["passed"] else "**FAILED**")
+    if gate is not None and gate.get("against"):
+        c = gate.get("comparison") or {}
+        ci = c.get("ci") or [None, None]
+        verdict += f" (against {gate['against']}" + (
+            f": {gate.get('primary')} {c['delta']:+.3f}, 95% CI {ci[0]:+.3f} to {ci[1]:+.3f})"
+            if c.get("delta") is not None and None not in ci
+            else ")"
+        )
     lines += [
         f"Fine-tuned from `{base.get('id', '?')}` with tuneline ({train_cfg.get('method', 'lora')}) in run "
         f"`{run.run_id}`. Evaluation gate: {verdict}.",
@@ -177,7 +190,7 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
             + (f", resampled by {report['grouped_by']}." if report.get("grouped_by") else ".")
         )
         lines.append("")
-        names = [m for m in ("tuned", "base", "few_shot", "embedding_logreg") if m in models]
+        names = [m for m in ("tuned", "base", "few_shot", "embedding_logreg", "prior") if m in models]
         names += [m for m in models if m not in names]
         shown = [m for m in TABLE_METRICS if any(m in (models[n].get("metrics") or {}) for n in names)]
         rows = []
@@ -235,6 +248,16 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
                 lines += [f"Too small to score: {small}."]
             lines.append("")
 
+    audit = report.get("audit")
+    if audit:
+        lines += ["", "## Memorisation audit", ""]
+        lines.append(
+            f"{audit['canaries']} secret-sharer canaries ({audit['digits']}-digit secrets) were planted in "
+            f"training only; each secret ranked against {audit['candidates']} random candidates. "
+            f"Mean exposure: {audit['exposure_mean']:.2f} bits for the planted canaries, "
+            f"{audit['control_exposure_mean']:.2f} for never-trained controls "
+            f"(at most {audit['max_exposure']:.2f})."
+        )
     lines += ["", "## Gate", ""]
     if gate is None:
         lines.append("No gate was configured: this version can only be promoted with --force and a reason.")

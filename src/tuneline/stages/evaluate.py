@@ -148,6 +148,7 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
                 "pretrained encoder with the untrained classification head fine-tuning started from "
                 "(drawn from run.seed): chance level by construction"
             )
+    scored["prior"] = prior_baseline(task, labels, train_records, records, val_records)
     if ev.baselines.few_shot:
         prefix = bl.few_shot_prefix(
             train_records, labels or [r.answer for r in train_records], ev.baselines.few_shot, cfg.run.seed
@@ -192,6 +193,9 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     report = build_report(cfg, task, labels, positive, records, scored, privacy)
     report["models"]["tuned"]["quantization"] = quant
     run.eval_dir.mkdir(exist_ok=True)
+    from tuneline.evaluation import audit  # the memorisation audit: the planted canaries' exposure
+
+    report["audit"] = audit.measure(tuned_model, collator, run.data_dir, ev.audit.candidates, ev.batch_size)
     import pyarrow.parquet as pq
 
     pq.write_table(
@@ -218,8 +222,12 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
         "split": ev.split,
         "task": task,
         "n": len(records),
+        "audit": audit.headline(report["audit"]),
         **headline,
         "gate": gate,
+        "models": list(report["models"]),
+        "beaten_by": report.get("beaten_by") or [],
+        "permutation": report.get("permutation"),
         "primary": report.get("primary"),
         "quantization": quant,
     }
@@ -320,6 +328,32 @@ def _embedding_baseline(cfg, model, processor, train, records, val_records, labe
         )
     out.latency = np.full(len(records), (time.perf_counter() - started) / max(len(records) + len(sample), 1))
     out.extra["train_records"] = len(sample)
+    return out
+
+
+def prior_baseline(
+    task: str, labels: list[str], train: list[Record], records: list[Record], val_records: list[Record]
+) -> ModelScores:
+    """The model that ignores its input: every record gets the training split's class frequencies
+    (add-one smoothed, so no class has probability 0) and the most frequent answer. It costs nothing,
+    is always scored, and a fine-tune that does not beat it has learned nothing usable."""
+    from collections import Counter
+
+    out = ModelScores("prior", latency=np.zeros(len(records)))
+    if task == "classification":
+        counts = Counter(r.target for r in train)
+        freq = np.array([counts.get(label, 0) + 1.0 for label in labels])
+        freq /= freq.sum()
+        out.probabilities = np.tile(freq, (len(records), 1))
+        majority = labels[int(np.argmax(freq))]
+        if val_records:
+            out.val_probabilities = np.tile(freq, (len(val_records), 1))
+            out.extra["val_labels"] = [r.target for r in val_records]
+    else:
+        counts = Counter(r.answer for r in train)
+        majority = min(counts, key=lambda a: (-counts[a], a)) if counts else ""
+    out.generated = [majority] * len(records)
+    out.extra["note"] = "training class frequencies for every record, whatever the input"
     return out
 
 

@@ -19,6 +19,7 @@ from tuneline.data.records import write_records
 from tuneline.data.split import SPLITS
 from tuneline.data.validate import Validation, validate, write_report
 from tuneline.errors import DataError
+from tuneline.evaluation import audit
 from tuneline.progress import phases
 from tuneline.runs import RunDir, atomic_dir, atomic_write_json, workspace
 
@@ -55,9 +56,7 @@ def build_snapshot(cfg: Config, report_dir: Path) -> tuple[Validation, snapshot.
         shown = "".join(f"\n  {f.source or '(dataset)'}: [{f.check}] {f.message}" for f in errors[:10])
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise DataError(
-            f"data validation failed: {s['errors']} of {s['records_in']} records have errors "
-            f"({s['error_fraction']:.1%} > data.checks.max_error_fraction={s['max_error_fraction']:g}):"
-            f"{shown}{more}",
+            f"data validation failed: {'; '.join(s['failures'])}{':' if shown else ''}{shown}{more}",
             hint=f"see {report_html}; fix the data, or change data.checks.actions / max_error_fraction",
         )
     with phases() as progress:
@@ -82,6 +81,8 @@ def run(cfg: Config, run: RunDir) -> PreparedData:
     with atomic_dir(run.data_dir) as tmp:
         for name in SPLITS:
             write_records(tmp / f"{name}.jsonl", snap.records(name))
+        if cfg.eval.audit.canaries:  # training only, beside the split files (evaluation/audit.py)
+            audit.plant(tmp, cfg.eval.audit.canaries, cfg.eval.audit.digits, cfg.run.seed)
         atomic_write_json(
             tmp / "manifest.json",
             {
@@ -106,6 +107,7 @@ def run(cfg: Config, run: RunDir) -> PreparedData:
             "counts": snap.counts,
             "fingerprint": snap.fingerprint,
             "snapshot": str(snap.path),
+            "canaries": cfg.eval.audit.canaries,
             "validation": {
                 k: s[k] for k in ("records_in", "records_out", "errors", "dropped", "warnings", "passed")
             },

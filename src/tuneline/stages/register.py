@@ -77,7 +77,7 @@ def run(cfg: Config, run: RunDir) -> Registration:
             for k, v in m.items()
             if k not in ("step", "epoch") and isinstance(v, int | float)
         ]
-        for who in ("base", "tuned", "few_shot", "embedding_logreg"):
+        for who in summary["eval"].get("models") or ("base", "tuned", "few_shot", "embedding_logreg"):
             for k, v in (summary["eval"].get(who) or {}).items():
                 if isinstance(v, int | float):  # undefined metrics (null) are not logged
                     metrics.append(Metric(f"eval_{who}_{k}", float(v), 0, 0))

@@ -74,6 +74,7 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
     # A classifier's new head is drawn from the seed, as evaluation draws the base model's.
     base = resolve_base(cfg.model)
     run.update_provenance(base_model=base.provenance())
+    train_records += planted_canaries(cfg, run, base.family)  # eval.audit.canaries: training only
     labels = classifier_labels(cfg, base.family, train_records)
     processor = load_processor(base)
     set_seed(cfg.run.seed)
@@ -266,6 +267,26 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
     )
     log.info("trained %d steps in %.1f s, final loss %.4f", result.steps, seconds, final_loss)
     return result
+
+
+def planted_canaries(cfg: Config, run: RunDir, family) -> list:
+    """The memorisation audit's canary records prepare planted (evaluation/audit.py), or []."""
+    from tuneline.evaluation.audit import planted_records
+
+    canaries = planted_records(run.data_dir)
+    if canaries and family.is_classifier:
+        raise DataError(
+            f"eval.audit.canaries needs a generative model: a {family.name} classifier has no free-text "
+            "answer to memorise a secret in",
+            hint="set eval.audit.canaries: 0 for classifier families",
+        )
+    if canaries and cfg.train.class_balance != "none":
+        raise DataError(
+            "eval.audit.canaries plants records whose answers are random secrets; train.class_balance "
+            f"{cfg.train.class_balance!r} would weight them as classes",
+            hint="set train.class_balance: none for the audit, or eval.audit.canaries: 0",
+        )
+    return canaries
 
 
 def privacy_session(cfg: Config, model, n_records: int):

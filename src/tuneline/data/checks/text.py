@@ -47,8 +47,13 @@ def budget(
                 Finding(
                     "token_budget_exceeded",
                     "error",
-                    f"{n} tokens with image tokens, above "
-                    f"data.max_seq_length={max_seq_length} (image tokens are never truncated)",
+                    (
+                        f"{n} tokens with image tokens, above data.max_seq_length={max_seq_length} "
+                        "(image tokens are never truncated)"
+                        if rec.images
+                        else f"{n} tokens, above data.max_seq_length={max_seq_length}: raise it, or "
+                        "shorten the record"
+                    ),
                     rec.id,
                     rec.source,
                     "messages",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneline.data.records import Record
-from tuneline.data.sources import RowProblem, SourceResult, prompt_messages, resolve_image
+from tuneline.data.sources import RowProblem, SourceResult, no_records, prompt_messages, resolve_image
 from tuneline.errors import DataError
 
 
@@ -33,9 +33,9 @@ def read(cfg: Any) -> SourceResult:
             )
             continue
         try:
-            image = resolve_image(str(rel), root, root)  # a symlink out of the root is refused here
+            image = resolve_image(str(rel), root, root, "path")  # a symlink out of the root is refused here
         except RowProblem as exc:
-            result.problem(exc.check, str(exc), str(path), str(rel))
+            result.problem(exc.check, str(exc), str(path), str(rel), exc.field_name)
             continue
         label = rel.parts[0]
         result.records.append(
@@ -47,5 +47,5 @@ def read(cfg: Any) -> SourceResult:
             )
         )
     if not result.rows:
-        raise DataError(f"image folder {root} holds no images", hint="expected <root>/<label>/<image> files")
+        raise no_records(root, "holds no images: expected <root>/<label>/<image> files")
     return result

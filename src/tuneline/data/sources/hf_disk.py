@@ -16,6 +16,7 @@ from tuneline.data.sources import (
     RowProblem,
     SourceResult,
     inline_cache_dir,
+    no_records,
     prompt_messages,
     store_bytes,
     text_part,
@@ -131,4 +132,6 @@ def read(cfg: Any) -> SourceResult:
                     metadata={"split": split_name} if split_name in ("train", "val", "test") else {},
                 )
             )
+    if not result.rows:
+        raise no_records(cfg.path, "holds a dataset with no rows")
     return result

@@ -19,8 +19,10 @@ from tuneline.data.sources import (
     RowProblem,
     SourceResult,
     inline_cache_dir,
+    no_records,
     require_file,
     resolve_image,
+    text_lines,
     text_part,
 )
 
@@ -48,7 +50,7 @@ def _parts(content: Any, root: Path, msg_no: int) -> list[dict[str, Any]]:
                 ref = ref.get("url")
             if not isinstance(ref, str) or not ref:
                 raise RowProblem("schema_error", f'{where}: image parts need a "path" (or image_url.url)')
-            parts.append({"type": "image", "path": resolve_image(ref, root, inline_cache_dir())})
+            parts.append({"type": "image", "path": resolve_image(ref, root, inline_cache_dir(), where)})
         else:
             raise RowProblem("schema_error", f"{where} must be a text, image or image_url part")
     return parts
@@ -93,32 +95,37 @@ def read(cfg: Any) -> SourceResult:
     root = path.parent.resolve()
     result = SourceResult()
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            result.rows += 1
-            source = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                result.problem("malformed_row", f"not valid JSON ({exc.msg} at column {exc.colno})", source)
-                continue
-            rid = str(obj.get("id", f"{path.stem}-{n}")) if isinstance(obj, dict) else None
-            try:
-                rec = _record(obj, root, f"{path.stem}-{n}", source)
-            except RowProblem as exc:
-                result.problem(exc.check, str(exc), source, rid, exc.field_name)
-                continue
-            if rec.id in seen:
-                result.problem(
-                    "schema_error",
-                    f"id {rec.id!r} already used on line {seen[rec.id]}; ids must be unique",
-                    source,
-                    rec.id,
-                    "id",
-                )
-                continue
-            seen[rec.id] = n
-            result.records.append(rec)
+    lines, bad = text_lines(path, cfg.encoding)
+    if not any(line.strip() for line in lines):
+        raise no_records(path, "has no lines" if not lines else "has only blank lines")
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        result.rows += 1
+        source = f"{path}:{n}"
+        if n in bad:
+            result.problem("malformed_row", bad[n].message(), source)
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            result.problem("malformed_row", f"not valid JSON ({exc.msg} at column {exc.colno})", source)
+            continue
+        rid = str(obj.get("id", f"{path.stem}-{n}")) if isinstance(obj, dict) else None
+        try:
+            rec = _record(obj, root, f"{path.stem}-{n}", source)
+        except RowProblem as exc:
+            result.problem(exc.check, str(exc), source, rid, exc.field_name)
+            continue
+        if rec.id in seen:
+            result.problem(
+                "schema_error",
+                f"id {rec.id!r} already used on line {seen[rec.id]}; ids must be unique",
+                source,
+                rec.id,
+                "id",
+            )
+            continue
+        seen[rec.id] = n
+        result.records.append(rec)
     return result

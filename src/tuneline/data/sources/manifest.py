@@ -8,6 +8,7 @@ label_column: target, labels: {"0": benign, "1": malignant}, group_column: patie
 from __future__ import annotations
 
 import csv
+import re
 import string
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +20,18 @@ from tuneline.data.sources import (
     RowProblem,
     SourceResult,
     missing_columns,
+    no_records,
     prompt_messages,
     require_file,
     resolve_image,
+    text_lines,
 )
 from tuneline.errors import DataError
 
 
-def _rows(path: Path, result: SourceResult) -> tuple[list[str], Iterator[tuple[str, dict[str, Any]]]]:
+def _rows(
+    path: Path, encoding: str, result: SourceResult
+) -> tuple[list[str], Iterator[tuple[str, dict[str, Any]]]]:
     """(columns, iterator of (source location, row dict)); malformed CSV lines become findings."""
     if path.suffix.lower() in (".parquet", ".pq"):
         import pyarrow.parquet as pq
@@ -35,44 +40,80 @@ def _rows(path: Path, result: SourceResult) -> tuple[list[str], Iterator[tuple[s
             table = pq.read_table(path)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds
             raise DataError(f"[malformed_row] {path} is not a readable Parquet file ({exc})") from exc
+        if not table.num_rows:
+            raise no_records(path, "has columns and no rows")
         columns = table.column_names
         return columns, ((f"{path}#row={i + 1}", row) for i, row in enumerate(table.to_pylist()))
 
-    fh = path.open(newline="", encoding="utf-8-sig", errors="replace")
-    reader = csv.reader(fh)
+    lines, bad = text_lines(path, encoding)
+    if 1 in bad:
+        raise DataError(f"[malformed_row] {path}:1 (the header): {bad[1].message()}")
+    reader = csv.reader(lines)
     try:
         columns = next(reader)
     except StopIteration:
-        fh.close()
-        raise DataError(f"[schema_error] {path} is empty: expected a header line") from None
+        raise no_records(path, "is empty: expected a header line and rows") from None
+    if not any(line.strip() for line in lines[reader.line_num :]):
+        raise no_records(path, "has a header and no rows")
 
     def gen() -> Iterator[tuple[str, dict[str, Any]]]:
-        with fh:
-            line = reader.line_num
-            while True:
-                try:
-                    values = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:
-                    result.rows += 1
-                    result.problem("malformed_row", f"unparsable CSV ({exc})", f"{path}:{reader.line_num}")
-                    line = reader.line_num
-                    continue
-                start, line = line + 1, reader.line_num
-                if not values or all(not v.strip() for v in values):
-                    continue
-                if len(values) != len(columns):
-                    result.rows += 1
-                    result.problem(
-                        "malformed_row",
-                        f"{len(values)} fields where the header has {len(columns)}",
-                        f"{path}:{start}",
-                    )
-                    continue
-                yield f"{path}:{start}", dict(zip(columns, values, strict=True))
+        line = reader.line_num
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                result.rows += 1
+                result.problem("malformed_row", f"unparsable CSV ({exc})", f"{path}:{reader.line_num}")
+                line = reader.line_num
+                continue
+            start, line = line + 1, reader.line_num
+            if not values or all(not v.strip() for v in values):
+                continue
+            undecodable = next((bad[n] for n in range(start, line + 1) if n in bad), None)
+            if undecodable is not None:
+                result.rows += 1
+                result.problem("malformed_row", undecodable.message(), f"{path}:{undecodable.line}")
+                continue
+            if len(values) != len(columns):
+                result.rows += 1
+                result.problem(
+                    "malformed_row",
+                    f"{len(values)} fields where the header has {len(columns)}",
+                    f"{path}:{start}",
+                )
+                continue
+            yield f"{path}:{start}", dict(zip(columns, values, strict=True))
 
     return columns, gen()
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_LEADING_ZERO = re.compile(r"[+-]?0\d")  # "007", "0012": an identifier, not a number
+_MISSING = {"", "na", "n/a", "nan", "null", "none"}
+
+
+def _numbers_from_text(records: list[Record], columns: list[str]) -> None:
+    """Metadata columns that hold numbers written as text (a CSV's "70.0") become numbers in place.
+
+    A column converts only when every non-missing value is a plain decimal number and none has a
+    leading zero (an identifier such as "0012" stays text): all integers give int, else float.
+    Missing cells (empty, NA, NaN, null, none) become None. Values already typed (Parquet) stay.
+    """
+    for col in columns:
+        values = [r.metadata[col] for r in records if col in r.metadata]
+        if not values or not all(isinstance(v, str) for v in values):
+            continue
+        present = [v.strip() for v in values if v.strip().lower() not in _MISSING]
+        if not present or not all(_NUMBER.fullmatch(v) and not _LEADING_ZERO.match(v) for v in present):
+            continue
+        as_number = int if all(_INTEGER.fullmatch(v) for v in present) else float
+        for r in records:
+            if col in r.metadata:
+                v = r.metadata[col].strip()
+                r.metadata[col] = None if v.lower() in _MISSING else as_number(v)
 
 
 def _label_text(value: Any) -> str:
@@ -88,7 +129,7 @@ def read(cfg: Any) -> SourceResult:
     image_root = (cfg.image_dir or path.parent).resolve()
     id_column = cfg.id_column or cfg.image_column
     result = SourceResult()
-    columns, rows = _rows(path, result)
+    columns, rows = _rows(path, cfg.encoding, result)
     missing_columns(
         path,
         columns,
@@ -118,7 +159,7 @@ def read(cfg: Any) -> SourceResult:
             name = str(row.get(cfg.image_column) or "").strip()
             if not name:
                 raise RowProblem("schema_error", f"empty {cfg.image_column!r}", cfg.image_column)
-            image = resolve_image(name + cfg.image_extension, image_root, image_root)
+            image = resolve_image(name + cfg.image_extension, image_root, image_root, cfg.image_column)
             raw_label = _label_text(row.get(cfg.label_column))
             if cfg.labels is not None:
                 if raw_label not in cfg.labels:
@@ -163,4 +204,12 @@ def read(cfg: Any) -> SourceResult:
                 group=group,
             )
         )
+    # Numbers read as text become numbers (evaluation bands them); the columns that name a record
+    # (id, image, label, group, split) stay text.
+    roles = {id_column, cfg.image_column, cfg.label_column, cfg.group_column, cfg.split_column}
+    if cfg.split_column:
+        roles.add("split")
+    _numbers_from_text(result.records, [c for c in keep if c not in roles])
+    if not result.rows:  # every line after the header was empty cells (",,,")
+        raise no_records(path, "has a header and no rows (only empty cells)")
     return result
