@@ -446,7 +446,10 @@ def data_synth(
     kind: Annotated[str, typer.Argument(help="Dataset to generate: shapes, dermoscopy, digits or reviews.")],
     out_dir: Annotated[Path, typer.Argument(help="Folder to write into.")],
     n: Annotated[
-        int | None, typer.Option(help="Records (shapes, digits, reviews) or patients (dermoscopy).")
+        int | None,
+        typer.Option(
+            help="Records (shapes, digits, reviews) or patients (dermoscopy: default 1200, 150 with --defects)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     prevalence: Annotated[float, typer.Option(help="dermoscopy: fraction of malignant lesions.")] = 0.05,
@@ -471,7 +474,7 @@ def data_synth(
         elif kind == "dermoscopy":
             path = dermoscopy.generate(
                 out_dir,
-                n_patients=n or 150,
+                n_patients=n or (150 if defects else 1200),
                 prevalence=prevalence,
                 seed=seed,
                 defects=defects,

@@ -404,15 +404,20 @@ def _write_text(path: Path, text: str) -> None:
 def generate(
     out: Path,
     *,
-    n_patients: int = 150,
+    n_patients: int = 1200,
     lesions_per_patient: tuple[int, int] = (1, 6),
     prevalence: float = 0.05,
-    size: int = 512,
+    size: int = 256,
     seed: int = 0,
     defects: bool = False,
     quality: int = 90,
 ) -> Path:
     """Write an ISIC 2020-layout dataset under ``out``; return the path of ``train.csv``.
+
+    The defaults (1,200 patients, ~4,300 lesions, 5% malignant, 256 px) put ~32 malignant patients in
+    a 15% test split, enough to measure ROC-AUC on (ISIC 2020's ~1.8% would need ~10,000 images for
+    as many, more than a CPU run can draw, check and score in minutes); the melanoma example
+    downsizes to 64 px anyway.
 
     Deterministic for a seed (same bytes on every run). ``prevalence`` is the fraction of malignant
     lesions, rounded down (at least two patients get one). ``defects=True`` adds a ``split`` column
