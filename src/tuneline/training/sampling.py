@@ -15,7 +15,7 @@ equal and stay in shuffled order: sorting by exact length would otherwise sort b
 prompts have one length and the answers differ by a token or two (``b enign`` vs ``mal ign ant`` on
 the melanoma example), giving micro-batches of one class each. The model is then pulled towards one
 class and back at every step and learns the prior instead of the image (measured there: loss spikes
-to 3.0, the same malignant probability for every image, ROC-AUC 0.65 where mixed batches reach 0.89).
+to 3.0, nearly the same malignant probability for every image, test ROC-AUC 0.65; mixed: 0.84).
 Mixing near-equal lengths costs a few percent of padding at most.
 
 Class balance (``train.class_balance: sampler``) draws samples with replacement, with probability
