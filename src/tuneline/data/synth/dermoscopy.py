@@ -49,6 +49,9 @@ BENIGN_DIAGNOSES = ("unknown", "nevus", "seborrheic keratosis", "lentigo NOS")
 BENIGN_WEIGHTS = (0.80, 0.17, 0.02, 0.01)
 QUESTION = "Is this lesion benign or malignant?"
 MIN_CLASS_FRACTION = 0.05  # data.checks.min_class_fraction's default: below it, class_imbalance
+# Defaults: ~4,300 lesions, ~214 malignant (one per patient), ~32 malignant patients in a 15% test split.
+N_PATIENTS = 1200
+PREVALENCE = 0.05
 
 # Skin tones from light to dark (RGB); a tone is interpolated between two neighbours.
 SKIN_TONES = np.array(
@@ -401,12 +404,55 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _plan(
+    n_patients: int, lo: int, hi: int, prevalence: float, seed: int, defects: bool
+) -> tuple[list[_Patient], list[_Row], _Ids]:
+    """Patients and manifest rows (sorted by image name), drawn before any image is painted."""
+    rng = random.Random(seed)
+    ids = _Ids(random.Random(f"{seed}:ids"))
+    patients = [
+        _Patient(ids.new("IP"), rng.choice(("male", "female")), float(5 * rng.randint(4, 17)))
+        for _ in range(n_patients)
+    ]
+    counts = [rng.randint(lo, hi) for _ in patients]
+    total = sum(counts)
+    n_malignant = min(total, max(2, math.floor(prevalence * total)))  # never above the prevalence
+    # Malignant lesions go to distinct patients first (round robin over a shuffled patient order).
+    order = list(range(n_patients))
+    rng.shuffle(order)
+    slots = [(p, j) for j in range(hi) for p in order if j < counts[p]]
+    malignant_slots = set(slots[:n_malignant])
+    malignant_ids = {patients[p].id for p, _ in malignant_slots}
+    if defects:
+        patients = _assign_splits(patients, malignant_ids, random.Random(f"{seed}:splits"))
+
+    rows: list[_Row] = []
+    for p, patient in enumerate(patients):
+        for j in range(counts[p]):
+            site = rng.choices(SITES, SITE_WEIGHTS)[0]
+            rows.append(_row(ids.new("ISIC"), patient, site, (p, j) in malignant_slots, rng))
+    rows.sort(key=lambda r: r.image_name)
+    return patients, rows, ids
+
+
+def manifest(
+    *,
+    n_patients: int = N_PATIENTS,
+    lesions_per_patient: tuple[int, int] = (1, 6),
+    prevalence: float = PREVALENCE,
+    seed: int = 0,
+) -> list[dict[str, str]]:
+    """The rows ``generate`` writes to ``train.csv`` for the same arguments, without drawing images."""
+    _, rows, _ = _plan(n_patients, *lesions_per_patient, prevalence, seed, False)
+    return [dict(zip(HEADER, r.fields(False), strict=True)) for r in rows]
+
+
 def generate(
     out: Path,
     *,
-    n_patients: int = 1200,
+    n_patients: int = N_PATIENTS,
     lesions_per_patient: tuple[int, int] = (1, 6),
-    prevalence: float = 0.05,
+    prevalence: float = PREVALENCE,
     size: int = 256,
     seed: int = 0,
     defects: bool = False,
@@ -441,30 +487,7 @@ def generate(
     image_dir = out / "jpeg" / "train"
     image_dir.mkdir(parents=True, exist_ok=True)
 
-    rng = random.Random(seed)
-    ids = _Ids(random.Random(f"{seed}:ids"))
-    patients = [
-        _Patient(ids.new("IP"), rng.choice(("male", "female")), float(5 * rng.randint(4, 17)))
-        for _ in range(n_patients)
-    ]
-    counts = [rng.randint(lo, hi) for _ in patients]
-    total = sum(counts)
-    n_malignant = min(total, max(2, math.floor(prevalence * total)))  # never above the prevalence
-    # Malignant lesions go to distinct patients first (round robin over a shuffled patient order).
-    order = list(range(n_patients))
-    rng.shuffle(order)
-    slots = [(p, j) for j in range(hi) for p in order if j < counts[p]]
-    malignant_slots = set(slots[:n_malignant])
-    malignant_ids = {patients[p].id for p, _ in malignant_slots}
-    if defects:
-        patients = _assign_splits(patients, malignant_ids, random.Random(f"{seed}:splits"))
-
-    rows: list[_Row] = []
-    for p, patient in enumerate(patients):
-        for j in range(counts[p]):
-            site = rng.choices(SITES, SITE_WEIGHTS)[0]
-            rows.append(_row(ids.new("ISIC"), patient, site, (p, j) in malignant_slots, rng))
-    rows.sort(key=lambda r: r.image_name)
+    patients, rows, ids = _plan(n_patients, lo, hi, prevalence, seed, defects)
     painter = _Painter(seed, size, quality)
     for i, row in enumerate(rows):
         (image_dir / f"{row.image_name}.jpg").write_bytes(painter.draw(0, i, row.malignant)[1])
