@@ -446,10 +446,15 @@ def data_synth(
     kind: Annotated[str, typer.Argument(help="Dataset to generate: shapes, dermoscopy, digits or reviews.")],
     out_dir: Annotated[Path, typer.Argument(help="Folder to write into.")],
     n: Annotated[
-        int | None, typer.Option(help="Records (shapes, digits, reviews) or patients (dermoscopy).")
+        int | None,
+        typer.Option(
+            help="Records (shapes, digits, reviews) or patients (dermoscopy: 1200, with --defects 150)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    prevalence: Annotated[float, typer.Option(help="dermoscopy: fraction of malignant lesions.")] = 0.05,
+    prevalence: Annotated[
+        float | None, typer.Option(help="dermoscopy: fraction of malignant lesions (default 0.05).")
+    ] = None,
     size: Annotated[int | None, typer.Option(help="Image side in pixels.")] = None,
     defects: Annotated[
         bool,
@@ -471,8 +476,8 @@ def data_synth(
         elif kind == "dermoscopy":
             path = dermoscopy.generate(
                 out_dir,
-                n_patients=n or 150,
-                prevalence=prevalence,
+                n_patients=n or (150 if defects else dermoscopy.N_PATIENTS),
+                prevalence=dermoscopy.PREVALENCE if prevalence is None else prevalence,
                 seed=seed,
                 defects=defects,
                 **({"size": size} if size else {}),

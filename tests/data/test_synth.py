@@ -282,3 +282,28 @@ def test_digits(tmp_path):
     few = digits.generate(tmp_path / "few", seed=0, n=10, size=16)
     assert few.read_text().splitlines() == path.read_text().splitlines()[:10]  # a prefix of the shuffle
     assert Image.open(tmp_path / "few" / "images" / "digit-00010.png").size == (16, 16)
+
+
+def test_manifest_is_what_generate_writes(clean):
+    assert dermoscopy.manifest(n_patients=40, seed=1) == _rows(clean)
+
+
+def test_default_size_puts_enough_malignant_patients_in_the_melanoma_test_split():
+    # Issue 13: a test split with 3 malignant cases measures nothing; the default must give >= 30
+    # malignant patients under the melanoma example's own split (patients grouped, 70/15/15).
+    from tuneline.config import load_config
+    from tuneline.data.records import Record
+    from tuneline.data.split import split_records
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "examples" / "melanoma" / "config.yaml")
+    rows = dermoscopy.manifest()
+    records = [
+        Record(id=r["image_name"], messages=[], source=f"train.csv:{i + 2}", label=r["benign_malignant"],
+               group=r["patient_id"])
+        for i, r in enumerate(rows)
+    ]  # fmt: skip
+    splits = split_records(records, cfg.data.split, cfg.run.seed)
+    test_malignant = {r.group for r in splits["test"] if r.label == "malignant"}
+    assert len(test_malignant) >= 30
+    assert 0.03 <= sum(r["target"] == "1" for r in rows) / len(rows) <= 0.06

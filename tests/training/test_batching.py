@@ -63,6 +63,21 @@ def test_length_grouping_cuts_padding_and_puts_the_longest_batch_first():
     assert grouped.indices(1) != order  # still shuffled per epoch
 
 
+def test_length_grouping_does_not_sort_by_label_when_answers_differ_by_a_token():
+    # One prompt length; "benign" is one token shorter than "malignant" (the melanoma example).
+    labels = ["malignant" if i % 2 else "benign" for i in range(800)]
+    lengths = [52 if y == "malignant" else 51 for y in labels]
+    order = EpochSampler(800, seed=0, batch_size=8, lengths=lengths).indices(0)
+    assert sorted(order) == list(range(800))
+    batches = [order[i : i + 8] for i in range(0, 800, 8)]
+    pure = sum(len({labels[j] for j in b}) == 1 for b in batches)
+    assert pure < 10  # shuffled: ~1% of batches of 8 are one class by chance; sorted: every one
+    # Lengths further apart than the slack are still grouped.
+    far = [20 if i % 2 else 200 for i in range(800)]
+    order = EpochSampler(800, seed=0, batch_size=8, lengths=far).indices(0)
+    assert padding_fraction(far, order, 8) < 0.05  # only where a micro-batch straddles the two
+
+
 def test_class_balanced_sampler_and_weights():
     labels = ["benign"] * 980 + ["malignant"] * 20
     w = class_weights(labels)

@@ -10,6 +10,14 @@ shuffle, cut into megabatches of ``megabatch_factor`` micro-batches, sort each b
 micro-batch holds samples of similar length (little padding), and put the longest micro-batch
 first so that an out-of-memory shows up at step 1, not hours in.
 
+Lengths within ``LENGTH_SLACK_TOKENS`` tokens or ``LENGTH_SLACK_FRACTION`` of each other count as
+equal and stay in shuffled order: sorting by exact length would otherwise sort by label whenever the
+prompts have one length and the answers differ by a token or two (``b enign`` vs ``mal ign ant`` on
+the melanoma example), giving micro-batches of one class each. The model is then pulled towards one
+class and back at every step and learns the prior instead of the image (measured there: loss spikes
+to 3.0, nearly the same malignant probability for every image, test ROC-AUC 0.65; mixed: 0.84).
+Mixing near-equal lengths costs a few percent of padding at most.
+
 Class balance (``train.class_balance: sampler``) draws samples with replacement, with probability
 inversely proportional to their class frequency, so every class is seen equally often in
 expectation; ``loss`` instead keeps the natural order and weights each sample's loss by
@@ -23,6 +31,9 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
+
+LENGTH_SLACK_TOKENS = 4
+LENGTH_SLACK_FRACTION = 0.05
 
 
 def class_weights(labels: Sequence[str | None]) -> list[float]:
@@ -81,7 +92,7 @@ class EpochSampler(Sampler[int]):
             return order
         lengths = self.lengths
         groups = [
-            sorted(order[i : i + self.megabatch], key=lambda j: -lengths[j])
+            _mix_near_lengths(sorted(order[i : i + self.megabatch], key=lambda j: -lengths[j]), lengths, g)
             for i in range(0, len(order), self.megabatch)
         ]
         batches = [g[i : i + self.batch_size] for g in groups for i in range(0, len(g), self.batch_size)]
@@ -91,6 +102,22 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices(self.epoch))
+
+
+def _mix_near_lengths(ordered: list[int], lengths: Sequence[int], g: torch.Generator) -> list[int]:
+    """``ordered`` (longest first) with each run of near-equal lengths shuffled (see the module doc)."""
+    out: list[int] = []
+    start = 0
+    while start < len(ordered):
+        top = lengths[ordered[start]]
+        floor = top - max(LENGTH_SLACK_TOKENS, LENGTH_SLACK_FRACTION * top)
+        end = start + 1
+        while end < len(ordered) and lengths[ordered[end]] >= floor:
+            end += 1
+        run = ordered[start:end]
+        out += [run[k] for k in torch.randperm(len(run), generator=g).tolist()]
+        start = end
+    return out
 
 
 def padding_fraction(lengths: Sequence[int], order: Sequence[int], batch_size: int) -> float:

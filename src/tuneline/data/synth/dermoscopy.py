@@ -49,6 +49,9 @@ BENIGN_DIAGNOSES = ("unknown", "nevus", "seborrheic keratosis", "lentigo NOS")
 BENIGN_WEIGHTS = (0.80, 0.17, 0.02, 0.01)
 QUESTION = "Is this lesion benign or malignant?"
 MIN_CLASS_FRACTION = 0.05  # data.checks.min_class_fraction's default: below it, class_imbalance
+# Defaults: ~4,300 lesions, ~214 malignant (one per patient), ~32 malignant patients in a 15% test split.
+N_PATIENTS = 1200
+PREVALENCE = 0.05
 
 # Skin tones from light to dark (RGB); a tone is interpolated between two neighbours.
 SKIN_TONES = np.array(
@@ -401,41 +404,10 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def generate(
-    out: Path,
-    *,
-    n_patients: int = 150,
-    lesions_per_patient: tuple[int, int] = (1, 6),
-    prevalence: float = 0.05,
-    size: int = 512,
-    seed: int = 0,
-    defects: bool = False,
-    quality: int = 90,
-) -> Path:
-    """Write an ISIC 2020-layout dataset under ``out``; return the path of ``train.csv``.
-
-    Deterministic for a seed (same bytes on every run). ``prevalence`` is the fraction of malignant
-    lesions, rounded down (at least two patients get one). ``defects=True`` adds a ``split`` column
-    (whole patients, ~80/10/10), appends defective rows, writes ``extra.jsonl`` (a chat-JSONL
-    companion source) and ``defects.json`` (the truth: code, record_id, source "file:line",
-    related ids, note). The class_imbalance entry is written only while malignant records stay
-    below 5% (the default ``data.checks.min_class_fraction``), i.e. for prevalence <= ~0.05.
-    """
-    lo, hi = lesions_per_patient
-    if n_patients < 2:
-        raise ValueError("n_patients must be at least 2 (two patients get a melanoma)")
-    if not 1 <= lo <= hi:
-        raise ValueError(
-            f"lesions_per_patient must be (min, max) with 1 <= min <= max, got {lesions_per_patient}"
-        )
-    if not 0 <= prevalence < 1:
-        raise ValueError(f"prevalence must be in [0, 1), got {prevalence}")
-    if size < 32:
-        raise ValueError(f"size must be at least 32 pixels, got {size}")
-    out = Path(out)
-    image_dir = out / "jpeg" / "train"
-    image_dir.mkdir(parents=True, exist_ok=True)
-
+def _plan(
+    n_patients: int, lo: int, hi: int, prevalence: float, seed: int, defects: bool
+) -> tuple[list[_Patient], list[_Row], _Ids]:
+    """Patients and manifest rows (sorted by image name), drawn before any image is painted."""
     rng = random.Random(seed)
     ids = _Ids(random.Random(f"{seed}:ids"))
     patients = [
@@ -460,6 +432,62 @@ def generate(
             site = rng.choices(SITES, SITE_WEIGHTS)[0]
             rows.append(_row(ids.new("ISIC"), patient, site, (p, j) in malignant_slots, rng))
     rows.sort(key=lambda r: r.image_name)
+    return patients, rows, ids
+
+
+def manifest(
+    *,
+    n_patients: int = N_PATIENTS,
+    lesions_per_patient: tuple[int, int] = (1, 6),
+    prevalence: float = PREVALENCE,
+    seed: int = 0,
+) -> list[dict[str, str]]:
+    """The rows ``generate`` writes to ``train.csv`` for the same arguments, without drawing images."""
+    _, rows, _ = _plan(n_patients, *lesions_per_patient, prevalence, seed, False)
+    return [dict(zip(HEADER, r.fields(False), strict=True)) for r in rows]
+
+
+def generate(
+    out: Path,
+    *,
+    n_patients: int = N_PATIENTS,
+    lesions_per_patient: tuple[int, int] = (1, 6),
+    prevalence: float = PREVALENCE,
+    size: int = 256,
+    seed: int = 0,
+    defects: bool = False,
+    quality: int = 90,
+) -> Path:
+    """Write an ISIC 2020-layout dataset under ``out``; return the path of ``train.csv``.
+
+    The defaults (1,200 patients, ~4,300 lesions, 5% malignant, 256 px) put ~32 malignant patients in
+    a 15% test split, enough to measure ROC-AUC on (ISIC 2020's ~1.8% would need ~10,000 images for
+    as many, more than a CPU run can draw, check and score in minutes); the melanoma example
+    downsizes to 64 px anyway.
+
+    Deterministic for a seed (same bytes on every run). ``prevalence`` is the fraction of malignant
+    lesions, rounded down (at least two patients get one). ``defects=True`` adds a ``split`` column
+    (whole patients, ~80/10/10), appends defective rows, writes ``extra.jsonl`` (a chat-JSONL
+    companion source) and ``defects.json`` (the truth: code, record_id, source "file:line",
+    related ids, note). The class_imbalance entry is written only while malignant records stay
+    below 5% (the default ``data.checks.min_class_fraction``), i.e. for prevalence <= ~0.05.
+    """
+    lo, hi = lesions_per_patient
+    if n_patients < 2:
+        raise ValueError("n_patients must be at least 2 (two patients get a melanoma)")
+    if not 1 <= lo <= hi:
+        raise ValueError(
+            f"lesions_per_patient must be (min, max) with 1 <= min <= max, got {lesions_per_patient}"
+        )
+    if not 0 <= prevalence < 1:
+        raise ValueError(f"prevalence must be in [0, 1), got {prevalence}")
+    if size < 32:
+        raise ValueError(f"size must be at least 32 pixels, got {size}")
+    out = Path(out)
+    image_dir = out / "jpeg" / "train"
+    image_dir.mkdir(parents=True, exist_ok=True)
+
+    patients, rows, ids = _plan(n_patients, lo, hi, prevalence, seed, defects)
     painter = _Painter(seed, size, quality)
     for i, row in enumerate(rows):
         (image_dir / f"{row.image_name}.jpg").write_bytes(painter.draw(0, i, row.malignant)[1])
