@@ -47,7 +47,13 @@ def _background(size: int, rng: random.Random) -> Image.Image:
 
 
 def _shape(
-    draw: ImageDraw.ImageDraw, shape: str, colour: tuple[int, int, int], cx: float, cy: float, r: float, a: float
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    colour: tuple[int, int, int],
+    cx: float,
+    cy: float,
+    r: float,
+    a: float,
 ) -> None:
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
