@@ -456,6 +456,13 @@ def data_synth(
         float | None, typer.Option(help="dermoscopy: fraction of malignant lesions (default 0.05).")
     ] = None,
     size: Annotated[int | None, typer.Option(help="Image side in pixels.")] = None,
+    question: Annotated[
+        str,
+        typer.Option(
+            help="shapes: question kind(s), comma-separated, taken in turn: left (two shapes, the colour "
+            "of the one on the left: the quickstart's task), colour or shape (one shape)."
+        ),
+    ] = "left",
     defects: Annotated[
         bool,
         typer.Option(
@@ -468,7 +475,10 @@ def data_synth(
 
     try:
         if kind == "shapes":
-            path = shapes.generate(out_dir, n=n or 800, seed=seed, **({"size": size} if size else {}))
+            kinds = tuple(q.strip() for q in question.split(",") if q.strip())
+            path = shapes.generate(
+                out_dir, n=n or 800, seed=seed, questions=kinds, **({"size": size} if size else {})
+            )
         elif kind == "digits":
             path = digits.generate(out_dir, seed=seed, n=n, **({"size": size} if size else {}))
         elif kind == "reviews":

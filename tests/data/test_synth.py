@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tuneline.data.findings import CHECKS
-from tuneline.data.synth import dermoscopy, digits
+from tuneline.data.synth import dermoscopy, digits, shapes
 
 ISIC_HEADER = (
     "image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target"
@@ -307,3 +307,57 @@ def test_default_size_puts_enough_malignant_patients_in_the_melanoma_test_split(
     test_malignant = {r.group for r in splits["test"] if r.label == "malignant"}
     assert len(test_malignant) >= 30
     assert 0.03 <= sum(r["target"] == "1" for r in rows) / len(rows) <= 0.06
+
+
+def _pixels_of(img: Image.Image, colour: tuple[int, int, int]) -> np.ndarray:
+    return (np.asarray(img.convert("RGB")).astype(int) == np.array(colour)).all(-1)
+
+
+def test_shapes_left_kind_asks_for_the_left_of_two_different_colours(tmp_path):
+    path = shapes.generate(tmp_path, n=60, seed=3, questions=("left",))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {r["messages"][0]["content"][1]["text"] for r in rows} == {"What colour is the shape on the left?"}
+    assert {r["colour"] for r in rows} == set(shapes.COLOURS)  # every colour is an answer
+    for r in rows:
+        answer, other = r["messages"][1]["content"], r["right_colour"]
+        assert answer == r["colour"] != other and other in shapes.COLOURS
+        with Image.open(tmp_path / r["messages"][0]["content"][0]["path"]) as im:
+            half = im.size[0] // 2
+            left = _pixels_of(im, shapes.COLOURS[answer])
+            right = _pixels_of(im, shapes.COLOURS[other])
+        # each shape stays in its own half: the answer's colour left of the midline, the other's right of it
+        assert left[:, :half].sum() > 20 and not left[:, half:].any()
+        assert right[:, half:].sum() > 20 and not right[:, :half].any()
+
+
+def test_shapes_kinds_mix_in_turn_and_unknown_or_no_kind_is_refused(tmp_path):
+    path = shapes.generate(tmp_path, n=6, seed=0, questions=("colour", "shape", "left"))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    texts = [r["messages"][0]["content"][1]["text"] for r in rows]
+    assert texts == [shapes.QUESTIONS[k] for k in ("colour", "shape", "left") * 2]
+    assert [r["messages"][1]["content"] for r in rows[1::3]] == [r["shape"] for r in rows[1::3]]
+    assert "right_colour" not in rows[0] and "right_colour" in rows[2]
+    with pytest.raises(ValueError, match="sideways"):
+        shapes.generate(tmp_path / "x", n=2, questions=("sideways",))
+    with pytest.raises(ValueError, match="no question kind"):
+        shapes.generate(tmp_path / "y", n=2, questions=())
+
+
+def test_synth_shapes_cli_writes_the_quickstart_task_by_default(tmp_path):
+    from typer.testing import CliRunner
+
+    from tuneline.cli import app
+
+    runner = CliRunner()
+    made = runner.invoke(app, ["data", "synth", "shapes", str(tmp_path / "q"), "--n", "4"])
+    assert made.exit_code == 0, made.output
+    rows = [json.loads(line) for line in (tmp_path / "q" / "data.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all("right_colour" in r for r in rows)
+    made = runner.invoke(
+        app, ["data", "synth", "shapes", str(tmp_path / "c"), "--n", "4", "--question", "colour"]
+    )
+    assert made.exit_code == 0, made.output
+    one = (tmp_path / "c" / "data.jsonl").read_text().splitlines()[0]
+    assert json.loads(one)["messages"][0]["content"][1]["text"] == "What colour is the shape?"
+    bad = runner.invoke(app, ["data", "synth", "shapes", str(tmp_path / "b"), "--question", "sideways"])
+    assert bad.exit_code != 0 and "sideways" in bad.output
