@@ -374,3 +374,13 @@ def test_integral_floats_are_integers_as_in_json_schema(client, registry):
 def test_metrics_answer_without_a_key_or_a_redirect_by_default(server):
     r = httpx.get(f"{server.url}/metrics", follow_redirects=False)
     assert r.status_code == 200 and "tuneline:requests_total" in r.text
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-3])
+def test_a_temperature_next_to_zero_is_greedy_not_a_server_error(client, registry, temperature):
+    # Found by the schema fuzzer: logits / 1e-300 overflow to inf and sampling failed with a 500.
+    req = body(registry, [{"role": "user", "content": "hi"}], temperature=temperature, max_tokens=4)
+    resp = client.post("/v1/chat/completions", json=req)
+    assert resp.status_code == 200, resp.text
+    greedy = client.post("/v1/chat/completions", json={**req, "temperature": 0}).json()
+    assert resp.json()["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]

@@ -96,6 +96,9 @@ class Variant:
 
 
 # ------------------------------------------------------------------ batching worker
+MIN_TEMPERATURE = 1e-2
+
+
 @dataclass
 class _Job:
     adapter: str | None
@@ -108,8 +111,15 @@ class _Job:
     stream: bool = True  # False: tokens are handed over once, at the end (no per-token wake-ups)
 
     @property
+    def greedy(self) -> bool:
+        # Below MIN_TEMPERATURE, logits / temperature overflow to inf and sampling fails on NaN
+        # probabilities (found by the schema fuzzer with temperature 1e-300): such a request is greedy,
+        # which is what a temperature that close to 0 means.
+        return self.temperature < MIN_TEMPERATURE
+
+    @property
     def group(self) -> tuple:
-        sampling = (0.0, 1.0) if self.temperature == 0 else (self.temperature, self.top_p)
+        sampling = (0.0, 1.0) if self.greedy else (self.temperature, self.top_p)
         return (self.adapter, sampling, bool(self.images))
 
 
@@ -379,7 +389,7 @@ class ModelHost:
             streamer = _BatchStreamer(jobs, self.stop_ids, [int(n) for n in prompt_lens])
             first = jobs[0]
             sampling: dict[str, Any] = {"do_sample": False}
-            if first.temperature > 0:
+            if not first.greedy:
                 sampling = {"do_sample": True, "temperature": first.temperature, "top_p": first.top_p}
             if self.on_batch:
                 self.on_batch(len(jobs))
