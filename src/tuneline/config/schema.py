@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 # Marker for fields holding filesystem paths: the loader resolves relative values against the
 # YAML file that names them (defaults, never named by a file, are relative to the working dir).
@@ -26,6 +26,10 @@ def known_encoding(name: str) -> str:
     except LookupError:
         raise ValueError(f"unknown text encoding {name!r} (e.g. utf-8, latin-1, cp1252, utf-16)") from None
     return name
+
+
+Encoding = Annotated[str, AfterValidator(known_encoding)]
+"""A text encoding Python knows (data.sources[].encoding)."""
 
 
 class Section(BaseModel):
@@ -101,16 +105,11 @@ class JsonlSource(Section):
             json_schema_extra=PATH_FIELD,
         ),
     ]
-    encoding: str = Field(
+    encoding: Encoding = Field(
         "utf-8",
         description="Text encoding of the file, decoded strictly (e.g. latin-1, cp1252, utf-16): a byte "
         "that does not decode is a malformed_row finding naming the file, line and byte offset.",
     )
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        return known_encoding(value)
 
 
 class ManifestSource(Section):
@@ -146,16 +145,12 @@ class ManifestSource(Section):
     )
     prompt: str = Field(..., description="User prompt; {column} placeholders are filled from the row.")
     system: str | None = Field(None, description="Optional system message.")
-    encoding: str = Field(
+    encoding: Encoding = Field(
         "utf-8",
-        description="Text encoding of a CSV manifest (Parquet needs none), decoded strictly (e.g. latin-1, cp1252, utf-16): a byte "
-        "that does not decode is a malformed_row finding naming the file, line and byte offset.",
+        description="Text encoding of a CSV manifest (Parquet needs none), decoded strictly (e.g. "
+        "latin-1, cp1252, utf-16): a byte that does not decode is a malformed_row finding naming the "
+        "file, line and byte offset.",
     )
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        return known_encoding(value)
 
 
 class ImageFolderSource(Section):
