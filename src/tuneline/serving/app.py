@@ -44,6 +44,7 @@ from tuneline.serving.limits import ApiError, BodyLimit
 from tuneline.serving.metrics import Metrics
 from tuneline.serving.pii_guard import PiiGuard
 from tuneline.serving.requests import (
+    BEYOND_SCHEMA,
     ChatRequest,
     ErrorResponse,
     Feedback,
@@ -203,10 +204,18 @@ def _document(doc: dict, srv: Server) -> dict:
     chat["messages"]["maxItems"] = limits.max_messages
     for key in ("max_tokens", "max_completion_tokens"):
         chat[key]["anyOf"][0]["maximum"] = limits.max_tokens
+    # the only image URLs decode_image reads (anything else is a 400 invalid_image_url)
+    schemas["ImageUrl"]["properties"]["url"]["pattern"] = "^data:[^,]*;base64,"
     schemas["TextPart"]["properties"]["text"]["maxLength"] = limits.max_message_chars
     schemas["Message"]["properties"]["content"]["anyOf"][0]["maxLength"] = limits.max_message_chars
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+    chat_400 = doc["paths"]["/v1/chat/completions"]["post"]["responses"]["400"]
+    chat_400["description"] += (
+        " A body valid by this schema can still be refused with one of these error codes (rules JSON Schema "
+        "cannot state: images counted over all messages, characters in total, the decoded image, the chat "
+        "template, the prompt in tokens): " + ", ".join(BEYOND_SCHEMA) + "."
+    )
     if srv.keys.enabled:
         doc["components"]["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
     for path, ops in doc["paths"].items():
