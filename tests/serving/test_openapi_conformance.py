@@ -128,6 +128,7 @@ def _valid_body_accepted(response) -> None:
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(registry, tmp_path, monkeypatch):
     seen = _schemathesis_run(registry, tmp_path, monkeypatch, examples=12)
+    print("status counts per operation:", seen)
     chat = seen["POST /v1/chat/completions"]
     assert chat.get(200, 0) > 0 and any(400 <= c < 500 for c in chat), seen  # generation was reached
     assert not any(c >= 500 for counts in seen.values() for c in counts), seen
