@@ -27,7 +27,35 @@ from pathlib import Path
 
 import httpx
 
+BAD_BASE64 = "data:image/png;base64,!!@@"
 PROMPT = "Describe the shape in the picture in a few words."
+
+
+def register_version(uri: str, root: Path, seed: int, name: str = "bench") -> str:
+    """Another adapter (different random LoRA weights) as a new version of ``name``: the promote target."""
+    import torch
+    from peft import get_peft_model
+
+    from tuneline.config.schema import ModelConfig, TrainConfig
+    from tuneline.models.load import load_model, load_processor, resolve_base
+    from tuneline.registry import store
+    from tuneline.training.adapters import lora_config
+
+    client = store.client(uri)
+    resolved = resolve_base(ModelConfig(base="tiny:gemma3"))
+    torch.manual_seed(seed)
+    model = get_peft_model(load_model(resolved), lora_config(TrainConfig(), resolved.family))
+    folder = root / f"adapter-{seed}"
+    model.save_pretrained(folder)
+    load_processor(resolved).inner.save_pretrained(folder)
+    exp = client.get_experiment_by_name("bench").experiment_id
+    run = client.create_run(exp)
+    client.log_artifacts(run.info.run_id, str(folder), "adapter")
+    mv = client.create_model_version(
+        name, source=f"{run.info.artifact_uri}/adapter", run_id=run.info.run_id,
+        tags={"tuneline.base_model": "tiny:gemma3"},
+    )  # fmt: skip
+    return str(mv.version)
 
 
 def register_tiny(root: Path) -> tuple[str, Path]:
@@ -75,7 +103,7 @@ def rss_mb(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, root: Path, uri: str, name: str, batch: int) -> None:
+    def __init__(self, root: Path, uri: str, name: str, batch: int, watch_s: float = 10.0) -> None:
         self.port = free_port()
         cfg = root / f"{name}.yaml"
         cfg.write_text(
@@ -83,7 +111,7 @@ class Server:
             f"registry: {{tracking_uri: '{uri}', model_name: bench}}\n"
             f"serve: {{state_dir: '{root / name}', port: {self.port}, cache: {{enabled: false}}, "
             f"drift: {{enabled: false}}, batching: {{max_batch_size: {batch}, max_wait_ms: 5}}, "
-            f"limits: {{max_concurrency: 256}}}}\n"
+            f"limits: {{max_concurrency: 256}}, watch: {{interval_s: {watch_s}}}}}\n"
         )
         env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
         self.proc = subprocess.Popen(
@@ -147,6 +175,177 @@ def load(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
         "error_rate": errors[0] / max(n, 1),
         "n": n,
     }
+
+
+def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A valid PNG header claiming width x height pixels over a few bytes of data (a decompression bomb:
+    decoding it would need ~2.7 GB)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (1 + 3 * width) * 8, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def hostile_bodies() -> list[tuple[str, bytes]]:
+    """(kind, raw JSON body): what a hostile client sends. Each must get a 4xx and cost little."""
+    import base64
+    import json
+
+    def chat(content) -> bytes:
+        return json.dumps({"model": "bench", "messages": [{"role": "user", "content": content}]}).encode()
+
+    bomb = "data:image/png;base64," + base64.b64encode(png_bomb()).decode()
+    return [
+        ("15 MB text prompt", chat("lorem ipsum " * 1_250_000)),
+        ("30000x30000 PNG bomb", chat([{"type": "image_url", "image_url": {"url": bomb}}])),
+        (
+            "bad base64 image",
+            chat([{"type": "image_url", "image_url": {"url": "data:image/png;base64,!!@@"}}]),
+        ),
+        ("invalid JSON", b'{"model": "bench", "messages": [{"role": '),
+    ]
+
+
+def fault_scenario(
+    url: str,
+    uri: str,
+    versions: tuple[str, str],
+    clients: int,
+    seconds: float,
+    max_tokens: int,
+    hostile_per_s: float = 1.0,
+) -> dict:
+    """``clients`` normal clients for ``seconds``; champion promoted to versions[1] at 1/3 and rolled back
+    to versions[0] at 2/3 of the run; ``hostile_per_s`` hostile bodies a second from one more client.
+    Returns normal latencies, statuses (normal and hostile), the version timeline and the alias moves."""
+    from tuneline.registry import store
+
+    normal_lat: list[float] = []
+    normal_status: dict[str, int] = {}
+    hostile_status: dict[str, dict[str, int]] = {}
+    served: list[tuple[float, str]] = []  # (seconds since start, X-Tuneline-Version)
+    moves: list[tuple[float, str]] = []
+    t_start = time.monotonic()
+    stop = t_start + seconds
+    body = {
+        "model": "bench", "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": max_tokens, "temperature": 0,
+    }  # fmt: skip
+    lock = threading.Lock()
+
+    def count(table: dict, key: str) -> None:
+        with lock:
+            table[key] = table.get(key, 0) + 1
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=120) as c:
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                try:
+                    r = c.post("/v1/chat/completions", json=body)
+                except httpx.HTTPError as exc:
+                    count(normal_status, type(exc).__name__)
+                    continue
+                count(normal_status, str(r.status_code))
+                if r.status_code == 200:
+                    with lock:
+                        normal_lat.append(time.perf_counter() - t0)
+                        served.append((time.monotonic() - t_start, r.headers.get("x-tuneline-version", "?")))
+
+    def hostile() -> None:
+        bodies = hostile_bodies()
+        i = 0
+        with httpx.Client(base_url=url, timeout=120) as c:
+            while time.monotonic() < stop:
+                due = t_start + i / hostile_per_s
+                time.sleep(max(0.0, due - time.monotonic()))
+                kind, raw = bodies[i % len(bodies)]
+                i += 1
+                try:
+                    r = c.post(
+                        "/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"}
+                    )
+                    status = str(r.status_code)
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                count(hostile_status.setdefault(kind, {}), status)
+
+    def operator() -> None:
+        client = store.client(uri)
+        for at, version, what in (
+            (seconds / 3, versions[1], "promote"),
+            (2 * seconds / 3, versions[0], "rollback"),
+        ):
+            time.sleep(max(0.0, t_start + at - time.monotonic()))
+            client.set_registered_model_alias("bench", "champion", version)
+            moves.append((time.monotonic() - t_start, f"{what}: champion -> v{version}"))
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    if hostile_per_s > 0:
+        threads += [threading.Thread(target=hostile), threading.Thread(target=operator)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"lat": normal_lat, "normal": normal_status, "hostile": hostile_status,
+            "served": sorted(served), "moves": moves, "seconds": seconds}  # fmt: skip
+
+
+def timeline(served: list[tuple[float, str]]) -> list[tuple[float, float, str, int]]:
+    """Runs of answers from one version, in completion order: (first s, last s, version, answers)."""
+    runs: list[list] = []
+    for t, v in served:
+        if runs and runs[-1][2] == v:
+            runs[-1][1] = t
+            runs[-1][3] += 1
+        else:
+            runs.append([t, t, v, 1])
+    return [tuple(r) for r in runs]
+
+
+def quantiles(lat: list[float]) -> tuple[float, float]:
+    lat = sorted(lat)
+    if not lat:
+        return float("nan"), float("nan")
+    return statistics.median(lat), lat[int(0.95 * (len(lat) - 1))]
+
+
+def print_fault(clean: dict, fault: dict, clients: int) -> None:
+    def fives(table: dict) -> int:
+        return sum(n for k, n in table.items() if k.startswith("5"))
+
+    c50, c95 = quantiles(clean["lat"])
+    f50, f95 = quantiles(fault["lat"])
+    print(f"\nfault scenario: {clients} clients, {fault['seconds']:.0f} s, promote at 1/3, rollback at 2/3, "
+          "1 hostile body/s (same server, clean run first)\n")  # fmt: skip
+    print("| run | normal requests | normal statuses | p50 ms | p95 ms |")
+    print("|---|---|---|---|---|")
+    for name, r, p50, p95 in (("clean", clean, c50, c95), ("faults + hostile", fault, f50, f95)):
+        statuses = ", ".join(f"{k}: {n}" for k, n in sorted(r["normal"].items()))
+        print(f"| {name} | {sum(r['normal'].values())} | {statuses} | {p50 * 1000:.1f} | {p95 * 1000:.1f} |")
+    print("\n| hostile body | sent | statuses |")
+    print("|---|---|---|")
+    for kind, table in fault["hostile"].items():
+        statuses = ", ".join(f"{k}: {n}" for k, n in sorted(table.items()))
+        print(f"| {kind} | {sum(table.values())} | {statuses} |")
+    print("\nversion timeline (answers in completion order; alias moves at the times shown):")
+    for t, what in fault["moves"]:
+        print(f"  {t:6.1f} s  {what}")
+    for first, last, version, n in timeline(fault["served"]):
+        print(f"  {first:6.1f} - {last:6.1f} s  v{version}: {n} answers")
+    hostile_5xx = sum(fives(t) for t in fault["hostile"].values())
+    n5 = fives(fault["normal"]) + fives(clean["normal"]) + hostile_5xx
+    ratio = f95 / c95
+    print("\n| goal | measured | holds |")
+    print("|---|---|---|")
+    print(f"| 0 5xx (normal and hostile) | {n5} | {n5 == 0} |")
+    measured = f"{ratio:.2f}x ({f95 * 1000:.0f} / {c95 * 1000:.0f} ms)"
+    print(f"| p95 of normal requests within 1.5x of clean | {measured} | {ratio <= 1.5} |")
 
 
 def raw_generator(folder: Path, max_tokens: int):
@@ -221,10 +420,44 @@ def main() -> None:
     ap.add_argument("--batch-seconds", type=float, default=20.0, help="Duration of each 16-client run.")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--pairs", type=int, default=100, help="HTTP / raw generate pairs for the overhead goal.")
+    ap.add_argument(
+        "--fault-seconds",
+        type=float,
+        default=60.0,
+        help="Duration of the fault scenario (and of its clean run on the same server).",
+    )
+    ap.add_argument(
+        "--only",
+        choices=["all", "load", "fault"],
+        default="all",
+        help="Run only the load goals or only the fault scenario (development).",
+    )
     args = ap.parse_args()
     os.environ.setdefault("TUNELINE_CACHE_DIR", tempfile.mkdtemp(prefix="tuneline-bench-cache-"))
     root = Path(tempfile.mkdtemp(prefix="tuneline-bench-serve-"))
     uri, folder = register_tiny(root)
+    if args.only in ("all", "fault"):
+        run_fault(root, uri, args)
+    if args.only in ("all", "load"):
+        run_load(root, uri, folder, args)
+
+
+def run_fault(root: Path, uri: str, args) -> None:
+    from tuneline.registry import store
+
+    v1 = store.client(uri).get_model_version_by_alias("bench", "champion").version
+    v2 = register_version(uri, root, seed=1)
+    server = Server(root, uri, "fault", batch=16, watch_s=0.5)
+    try:
+        load(server.url, 4, 3, args.max_tokens)  # warm up
+        clean = fault_scenario(server.url, uri, (v1, v2), 32, args.fault_seconds, args.max_tokens, 0)
+        fault = fault_scenario(server.url, uri, (v1, v2), 32, args.fault_seconds, args.max_tokens, 1.0)
+    finally:
+        server.stop()
+    print_fault(clean, fault, 32)
+
+
+def run_load(root: Path, uri: str, folder: Path, args) -> None:
     rows = []
 
     batched = Server(root, uri, "batched", batch=16)

@@ -40,10 +40,13 @@ from tuneline.serving.auth import ApiKeys
 from tuneline.serving.cache import ResponseCache
 from tuneline.serving.drift import DriftMonitor
 from tuneline.serving.engine import Delta, Done, GenerationError, Variant
-from tuneline.serving.limits import ApiError, BodyLimit
+from tuneline.serving.limits import DATA_URI_PATTERN, ApiError, BodyLimit
 from tuneline.serving.metrics import Metrics
 from tuneline.serving.pii_guard import PiiGuard
 from tuneline.serving.requests import (
+    BEYOND_SCHEMA,
+    ChatCompletion,
+    ChatCompletionChunk,
     ChatRequest,
     ErrorResponse,
     Feedback,
@@ -193,20 +196,59 @@ def _document(doc: dict, srv: Server) -> dict:
     the served model names and the serve.limits bounds), no 422 (errors are 400), and bearerAuth on the
     routes that need a key."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ChatRequest, Feedback):
+    for model in (ChatRequest, Feedback, ChatCompletion, ChatCompletionChunk, ErrorResponse):
         one = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(one.pop("$defs", {}))
         schemas[model.__name__] = one
     limits = srv.serve.limits
+    # stream_options only with stream: true (max_tokens_of refuses it otherwise)
+    schemas["ChatRequest"]["anyOf"] = [
+        {"not": {"required": ["stream_options"]}},
+        {"properties": {"stream_options": {"type": "null"}}},
+        {"required": ["stream"], "properties": {"stream": {"const": True}}},
+    ]
     chat = schemas["ChatRequest"]["properties"]
     chat["model"]["enum"] = srv.models()
     chat["messages"]["maxItems"] = limits.max_messages
     for key in ("max_tokens", "max_completion_tokens"):
         chat[key]["anyOf"][0]["maximum"] = limits.max_tokens
+    # the only image URLs decode_image reads (anything else is a 400 invalid_image_url)
+    schemas["ImageUrl"]["properties"]["url"]["pattern"] = DATA_URI_PATTERN
     schemas["TextPart"]["properties"]["text"]["maxLength"] = limits.max_message_chars
     schemas["Message"]["properties"]["content"]["anyOf"][0]["maxLength"] = limits.max_message_chars
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+    # a stream is described event by event (OpenAPI 3.1 without itemSchema): each data is a JSON chunk, an
+    # error object (a failure after the stream began), or the final [DONE]
+    ref = "#/components/schemas/"
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "anyOf": [
+                    {"const": "[DONE]"},
+                    {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {
+                            "anyOf": [{"$ref": ref + "ChatCompletionChunk"}, {"$ref": ref + "ErrorResponse"}]
+                        },
+                    },
+                ]
+            }
+        },
+    }
+    doc["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"] = {
+        "application/json": {"schema": {"$ref": ref + "ChatCompletion"}},
+        "text/event-stream": {"schema": event},
+    }
+    chat_400 = doc["paths"]["/v1/chat/completions"]["post"]["responses"]["400"]
+    chat_400["description"] += (
+        " A body valid by this schema can still be refused with one of these error codes (rules JSON Schema "
+        "cannot state: images counted over all messages, characters in total, the decoded image, the chat "
+        "template, the prompt in tokens): " + ", ".join(BEYOND_SCHEMA) + "."
+    )
     if srv.keys.enabled:
         doc["components"]["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
     for path, ops in doc["paths"].items():
@@ -331,12 +373,7 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
 
     @app.post(
         "/v1/chat/completions",
-        responses={
-            200: {
-                "description": "A chat.completion, or (stream: true) chat.completion.chunk events.",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            }
-        }
+        responses={200: {"description": "A chat.completion, or (stream: true) chat.completion.chunk events."}}
         | _errors(400, *auth, 404, 413, 429, 500, 503),
         openapi_extra=_body("ChatRequest"),
     )

@@ -32,6 +32,9 @@ def _integral(value: Any) -> Any:
 
 
 Integral = Annotated[int, BeforeValidator(_integral)]
+# the bound inside the type, so that the schema of ``Count | None`` says minimum (a Field(ge=1) on the
+# union comes out as an unknown "ge" keyword that no validator reads)
+Count = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
 
 
 # ------------------------------------------------------------------ request bodies (strict: no coercion)
@@ -70,8 +73,8 @@ class StreamOptions(_Strict):
 class ChatRequest(_Strict):
     model: str = Field(description="The registered model name (A/B routed) or NAME@alias (one variant).")
     messages: list[Message] = Field(min_length=1, description="At most serve.limits.max_messages.")
-    max_tokens: Integral | None = Field(None, ge=1, description="At most serve.limits.max_tokens.")
-    max_completion_tokens: Integral | None = Field(None, ge=1, description="Overrides max_tokens.")
+    max_tokens: Count | None = Field(None, description="At most serve.limits.max_tokens.")
+    max_completion_tokens: Count | None = Field(None, description="Overrides max_tokens.")
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     n: Integral = Field(1, ge=1, le=1, description="Only 1 is supported.")
@@ -97,6 +100,19 @@ class Feedback(_Strict):
     score: float | None = Field(None, allow_inf_nan=False)
 
 
+# 400/413 error codes of schema-valid chat bodies: what JSON Schema cannot say (images counted over all
+# messages, characters in total, the decoded image, the chat template's rules, the prompt in tokens). The
+# OpenAPI document lists them; every other refusal of a schema-valid body would be a lie of the document.
+BEYOND_SCHEMA = (
+    "too_many_images",
+    "prompt_too_long",
+    "invalid_base64",
+    "invalid_image",
+    "image_too_large",
+    "template_refused",
+)
+
+
 class ErrorDetail(BaseModel):
     message: str
     type: str
@@ -108,6 +124,59 @@ class ErrorResponse(BaseModel):
     """The OpenAI error object: every refusal of this server has this shape."""
 
     error: ErrorDetail
+
+
+# ------------------------------------------------------------------ answers (for the OpenAPI document only)
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class Choice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: None
+    finish_reason: str
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: Delta
+    logprobs: None
+    finish_reason: str | None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One ``data:`` event of a stream; the last one carries usage (and no choices) when asked for."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    system_fingerprint: str | None = None
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
 
 
 # ------------------------------------------------------------------ parse: bytes -> body
@@ -272,7 +341,10 @@ def prepare(body: ChatRequest, max_tokens: int, engine, variant, serve_cfg) -> P
 
         why = f": {exc}" if isinstance(exc, TemplateError) else f" ({type(exc).__name__})"
         raise ApiError(
-            400, f"the model's chat template refused these messages{why}", param="messages"
+            400,
+            f"the model's chat template refused these messages{why}",
+            param="messages",
+            code="template_refused",
         ) from None
     if n_prompt > limits.max_prompt_tokens:
         raise ApiError(
