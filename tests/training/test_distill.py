@@ -31,6 +31,9 @@ def test_teacher_and_distill_settings_are_validated(tmp_path):
         0.5,
     )
     assert load_config(write_config(tmp_path, BASE), env={}).train.teacher is None
+    # A resolved config writes the defaults out: train.distill at its defaults without a teacher is fine.
+    defaults = "train: {distill: {temperature: 2.0, alpha: 0.5}}\n"
+    assert load_config(write_config(tmp_path, BASE + defaults), env={}).train.teacher is None
     assert "train.teacher" in _problems(tmp_path, "train: {distill: {alpha: 0.3}}\n")
     assert "alpha" in _problems(tmp_path, "train: {teacher: t@a, distill: {alpha: 1.5}}\n")
     assert "temperature" in _problems(tmp_path, "train: {teacher: t@a, distill: {temperature: 0}}\n")

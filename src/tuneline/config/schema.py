@@ -452,7 +452,7 @@ class TrainConfig(Section):
     @model_validator(mode="after")
     def _distill_compatible(self) -> TrainConfig:
         if self.teacher is None:
-            if "distill" in self.model_fields_set:
+            if self.distill != DistillConfig():  # (resolved configs write the defaults out)
                 raise ValueError("train.distill is set but train.teacher is not; name the teacher model")
             return self
         bad = [
