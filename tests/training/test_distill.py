@@ -170,3 +170,39 @@ def test_distilled_student_beats_hard_label_student_on_digits(workdir):
     )
     assert len(vs_teacher["ci"]) == 2 and all(np.isfinite(vs_teacher["ci"]))
     assert student_ll < hard_ll
+
+
+def test_teacher_scores_are_computed_once_and_reused(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from tuneline.evaluation import classify
+    from tuneline.training import distill
+
+    calls = []
+
+    def fake_score(model, collator, records, labels, *, batch_size):
+        calls.append(len(records))
+        log_scores = np.log(np.tile([[0.7, 0.3]], (len(records), 1)))
+        return classify._label_scores(labels, log_scores, np.zeros(len(records)))
+
+    processor = SimpleNamespace(image_token_ids=[])
+    identity = {"kind": "run", "reference": "teacher-run", "run_id": "t1"}
+    monkeypatch.setattr(distill, "load_teacher", lambda cfg: distill.Teacher(None, processor, identity))
+    monkeypatch.setattr(classify, "score_labels", fake_score)
+    run = SimpleNamespace(data_dir=tmp_path)
+    records = [SimpleNamespace(id=f"r{i}", target="yes" if i % 2 else "no") for i in range(3)]
+
+    def cfg(teacher="teacher-run"):
+        return SimpleNamespace(
+            train=SimpleNamespace(teacher=teacher),
+            data=SimpleNamespace(max_seq_length=32),
+            eval=SimpleNamespace(batch_size=4),
+        )
+
+    scores, who = distill.teacher_scores(cfg(), run, records, ["no", "yes"])
+    assert calls == [3] and who == identity and set(scores) == {"r0", "r1", "r2"}
+    assert np.allclose(np.exp(scores["r1"]), [0.7, 0.3])
+    again, who_again = distill.teacher_scores(cfg(), run, records, ["no", "yes"])  # a resumed run
+    assert calls == [3] and who_again == identity and np.allclose(again["r2"], scores["r2"])
+    distill.teacher_scores(cfg("other@champion"), run, records, ["no", "yes"])  # another teacher
+    assert calls == [3, 3]
