@@ -299,11 +299,13 @@ def distill_collator(cfg: Config, run: RunDir, family, processor, train_records:
         raise ConfigError(
             "train.teacher: distillation is implemented for classification tasks only for now; this data "
             "resolves to a generation task",
-            hint="set eval.task: classification with labelled records (or eval.labels), or remove train.teacher",
+            hint="set eval.task: classification with labelled records (or eval.labels), or no train.teacher",
         )
     scores, identity = teacher_scores(cfg, run, train_records + val_records, labels)
     run.update_provenance(teacher=identity)
-    return DistillCollator(ChatCollator(processor, cfg.data.max_seq_length), labels, scores), cfg.train.distill
+    return DistillCollator(
+        ChatCollator(processor, cfg.data.max_seq_length), labels, scores
+    ), cfg.train.distill
 
 
 def planted_canaries(cfg: Config, run: RunDir, family) -> list:

@@ -127,7 +127,11 @@ def teacher_scores(cfg, run, records: list, labels: list[str]) -> tuple[dict[str
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             ids = [str(i) for i in z["ids"]]
-            if meta["labels"] == labels and meta["teacher"]["reference"] == cfg.train.teacher and wanted <= set(ids):
+            if (
+                meta["labels"] == labels
+                and meta["teacher"]["reference"] == cfg.train.teacher
+                and wanted <= set(ids)
+            ):
                 log.info("teacher label scores from %s (%d records)", path, len(ids))
                 return dict(zip(ids, z["log_scores"], strict=True)), meta["teacher"]
         log.info("%s is for another teacher, labels or records: recomputing", path)
@@ -137,7 +141,9 @@ def teacher_scores(cfg, run, records: list, labels: list[str]) -> tuple[dict[str
     ids = np.array([r.id for r in records])
     meta = {"labels": labels, "teacher": teacher.identity}
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, ids=ids, log_scores=s.log_probs, probabilities=s.probabilities, meta=np.array(json.dumps(meta)))
+    np.savez(
+        tmp, ids=ids, log_scores=s.log_probs, probabilities=s.probabilities, meta=np.array(json.dumps(meta))
+    )
     tmp.replace(path)
     truth = [labels.index(r.target) for r in records if r.target in labels]
     acc = float(np.mean(s.probabilities.argmax(1)[: len(truth)] == truth)) if truth else float("nan")
@@ -176,12 +182,14 @@ class DistillCollator:
         batch.pop("loss_weight", None)
         batch["distill_labels"] = batch.pop("labels")
         batch["distill_target"] = torch.tensor([self.labels.index(r.target) for r in records])
-        batch["teacher_scores"] = torch.tensor(np.stack([self.teacher[r.id] for r in records]), dtype=torch.float32)
+        batch["teacher_scores"] = torch.tensor(
+            np.stack([self.teacher[r.id] for r in records]), dtype=torch.float32
+        )
         return batch
 
 
 def distill_loss(model, inputs: dict, *, temperature: float, alpha: float):
-    """(alpha * hard-label CE + (1 - alpha) * T^2 * KL(teacher_T || student_T), outputs); see the module doc."""
+    """(alpha * hard-label CE + (1 - alpha) * T^2 * KL(teacher_T || student_T), outputs): the module doc."""
     from tuneline.training import masks
     from tuneline.training.loss import _config
 
@@ -190,7 +198,9 @@ def distill_loss(model, inputs: dict, *, temperature: float, alpha: float):
     teacher = inputs["teacher_scores"].float()  # (B, K)
     b, k = teacher.shape
     model_inputs = {
-        key: v for key, v in inputs.items() if key not in ("distill_labels", "distill_target", "teacher_scores")
+        key: v
+        for key, v in inputs.items()
+        if key not in ("distill_labels", "distill_target", "teacher_scores")
     }
     ready = masks.build(_config(model), model_inputs)
     if ready is not None:
