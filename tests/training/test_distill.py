@@ -169,6 +169,24 @@ def test_distilled_student_beats_hard_label_student_on_digits(workdir):
         f"teacher {teacher_ll:.4f}; student - teacher {vs_teacher}"
     )
     assert len(vs_teacher["ci"]) == 2 and all(np.isfinite(vs_teacher["ci"]))
+
+    # The same teacher named by its registry version gives the label scores the run directory gave.
+    from tuneline.data.records import read_records
+    from tuneline.evaluation.classify import score_labels
+    from tuneline.training.collate import ChatCollator
+    from tuneline.training.distill import load_teacher
+
+    cfg = load_config(student_dir / "config.resolved.yaml", env={})
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"teacher": "teacher/1"})})
+    registered = load_teacher(cfg)
+    assert (registered.identity["kind"], registered.identity["name"]) == ("registry", "teacher")
+    records = list(read_records(student_dir / "data" / "train.jsonl"))[:8]
+    collator = ChatCollator(registered.processor, cfg.data.max_seq_length)
+    again = score_labels(registered.model, collator, records, meta["labels"], batch_size=40).log_probs
+    with np.load(cache) as z:
+        cached = dict(zip([str(i) for i in z["ids"]], z["log_scores"], strict=True))
+    assert np.allclose(again, np.stack([cached[r.id] for r in records]), atol=1e-4)
+
     assert student_ll < hard_ll
 
 
