@@ -340,6 +340,18 @@ class PrivacyConfig(Section):
     )
 
 
+class DistillConfig(Section):
+    temperature: float = Field(
+        2.0, gt=0, description="Softening temperature T of both label distributions in the KL term (x T^2)."
+    )
+    alpha: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Weight of the hard-label loss; the teacher's soft targets get 1 - alpha.",
+    )
+
+
 class TrainConfig(Section):
     method: Literal["lora", "qlora", "dora", "full"] = Field(
         "lora",
@@ -426,6 +438,35 @@ class TrainConfig(Section):
         description="How processes share the work (under torchrun / tuneline train --nproc-per-node).",
     )
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="Differential privacy.")
+    teacher: str | None = Field(
+        None,
+        min_length=1,
+        description="Distillation (classification tasks): the teacher, a registered model (NAME@ALIAS, "
+        "NAME/VERSION) or a run directory with an adapter/. Its class probabilities on the training "
+        "records are computed once (data/teacher_probs.npz) and the student learns from them.",
+    )
+    distill: DistillConfig = Field(
+        default_factory=DistillConfig, description="Distillation loss settings (with train.teacher)."
+    )
+
+    @model_validator(mode="after")
+    def _distill_compatible(self) -> TrainConfig:
+        if self.teacher is None:
+            if self.distill != DistillConfig():  # (resolved configs write the defaults out)
+                raise ValueError("train.distill is set but train.teacher is not; name the teacher model")
+            return self
+        bad = [
+            f"train.{key} {why}"
+            for key, on, why in (
+                ("packing", self.packing, "must be false (the student scores every label per record)"),
+                ("privacy.dp", self.privacy.dp is not None, "must be null"),
+                ("class_balance", self.class_balance == "loss", "must not be 'loss'"),
+            )
+            if on
+        ]
+        if bad:
+            raise ValueError("train.teacher (distillation) is not supported with: " + "; ".join(bad))
+        return self
 
     @model_validator(mode="after")
     def _dp_compatible(self) -> TrainConfig:
@@ -1172,6 +1213,15 @@ class Config(Section):
     # Key paths whose values came from ${ENV} interpolation, mapped to the text as written; the
     # dumps put the template back so secrets never land in files or logs.
     _templates: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _distill_task(self) -> Config:
+        if self.train.teacher is not None and self.eval.task == "generation":
+            raise ValueError(
+                "train.teacher: distillation is implemented for classification tasks only for now, and "
+                "eval.task is 'generation'; remove train.teacher or set eval.task: classification"
+            )
+        return self
 
     @property
     def model_name(self) -> str:

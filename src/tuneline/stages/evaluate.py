@@ -102,24 +102,26 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     room = cfg.data.max_seq_length * (1 + ev.baselines.few_shot)  # few-shot prompts are longer
     collator = ChatCollator(processor, room)
 
-    def score(name: str, m, prefix: list[dict] | None = None) -> ModelScores:
+    def score(name: str, m, prefix: list[dict] | None = None, proc=None) -> ModelScores:
         if classifier:
             return score_classifier(name, m, SequenceCollator(processor, cfg.data.max_seq_length, labels))
         out = ModelScores(name)
         started = time.perf_counter()
+        proc = proc or processor  # a model with its own processor: the distillation teacher
+        chat = collator if proc is processor else ChatCollator(proc, room)
         if task == "classification":
-            s = score_labels(m, collator, records, labels, batch_size=ev.batch_size, prefix=prefix)
+            s = score_labels(m, chat, records, labels, batch_size=ev.batch_size, prefix=prefix)
             out.probabilities, out.latency = s.probabilities, s.latency
             if val_records:
                 out.val_probabilities = score_labels(
-                    m, collator, val_records, labels, batch_size=ev.batch_size, prefix=prefix
+                    m, chat, val_records, labels, batch_size=ev.batch_size, prefix=prefix
                 ).probabilities
                 out.extra["val_labels"] = [r.target for r in val_records]
         prompts = records if prefix is None else [_with_prefix(r, prefix) for r in records]
-        out.generated = generate_answers(m, processor, prompts, ev.batch_size, ev.max_new_tokens, device)
+        out.generated = generate_answers(m, proc, prompts, ev.batch_size, ev.max_new_tokens, device)
         if prefix is None:
             out.loss = answer_loss(
-                m, ChatCollator(processor, cfg.data.max_seq_length), records, ev.batch_size, device
+                m, ChatCollator(proc, cfg.data.max_seq_length), records, ev.batch_size, device
             )
         if out.latency is None:
             out.latency = np.full(len(records), (time.perf_counter() - started) / len(records))
@@ -158,6 +160,15 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
         scored["embedding_logreg"] = _embedding_baseline(
             cfg, model, processor, train_records, records, val_records, labels
         )
+
+    # The distillation teacher (train.teacher), scored like every other model on the same records.
+    if cfg.train.teacher is not None and task == "classification" and not classifier:
+        from tuneline.training.distill import load_teacher
+
+        teacher = load_teacher(cfg)
+        scored["teacher"] = score("teacher", teacher.model, proc=teacher.processor)
+        scored["teacher"].extra["teacher"] = teacher.identity
+        del teacher
 
     # 3. The tuned model as it will be deployed: the base (4-bit for QLoRA) with the adapter on top,
     # or, for a full fine-tune, the saved model itself.

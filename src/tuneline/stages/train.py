@@ -134,7 +134,10 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
         **strategy_arguments(cfg.train.distributed, cuda=torch.cuda.is_available()),
     )
     image_cache = image_feature_cache(cfg, model, base.family)
-    if labels is not None:
+    distill = None
+    if cfg.train.teacher is not None:
+        collator, distill = distill_collator(cfg, run, base.family, processor, train_records, val_records)
+    elif labels is not None:
         collator = SequenceCollator(
             processor, cfg.data.max_seq_length, labels, loss_weights=batching.loss_weights
         )
@@ -175,6 +178,7 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
         image_cache=image_cache,
         classifier=labels is not None,
         dp=dp,
+        distill=distill,
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar shows the loss
 
@@ -247,6 +251,14 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
             ),
             "trainable_parameters": trainable,
             "privacy": {"dp": dp.report()} if dp else None,
+            "distill": None
+            if distill is None
+            else {
+                "teacher": run.provenance().get("teacher"),
+                "temperature": distill.temperature,
+                "alpha": distill.alpha,
+                "labels": collator.labels,
+            },
             "labels": labels,  # a classifier's classes in index order (None for chat models)
             "batching": {
                 "group_by_length": cfg.train.group_by_length,
@@ -267,6 +279,33 @@ def run(cfg: Config, run: RunDir, *, callbacks: Sequence[object] = ()) -> TrainR
     )
     log.info("trained %d steps in %.1f s, final loss %.4f", result.steps, seconds, final_loss)
     return result
+
+
+def distill_collator(cfg: Config, run: RunDir, family, processor, train_records: list, val_records: list):
+    """(DistillCollator, train.distill) for train.teacher: the teacher's label scores on the training and
+    val records, computed once into data/teacher_probs.npz (training/distill.py)."""
+    from tuneline.stages.evaluate import resolve_task
+    from tuneline.training.collate import ChatCollator
+    from tuneline.training.distill import DistillCollator, teacher_scores
+
+    if family.is_classifier:
+        raise ConfigError(
+            f"train.teacher: distillation trains a chat model on label answers; {family.name} is a sequence "
+            "classifier family",
+            hint="remove train.teacher, or use a generative base (tiny:gemma3, tiny:llama, ...)",
+        )
+    task, labels, _ = resolve_task(cfg, train_records, val_records or train_records)
+    if task != "classification":
+        raise ConfigError(
+            "train.teacher: distillation is implemented for classification tasks only for now; this data "
+            "resolves to a generation task",
+            hint="set eval.task: classification with labelled records (or eval.labels), or no train.teacher",
+        )
+    scores, identity = teacher_scores(cfg, run, train_records + val_records, labels)
+    run.update_provenance(teacher=identity)
+    return DistillCollator(
+        ChatCollator(processor, cfg.data.max_seq_length), labels, scores
+    ), cfg.train.distill
 
 
 def planted_canaries(cfg: Config, run: RunDir, family) -> list:

@@ -85,9 +85,11 @@ class TunelineTrainer(Trainer):
         image_cache=None,
         classifier: bool = False,
         dp=None,
+        distill=None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.distill = distill  # train.distill (with train.teacher): soft targets, training/distill.py
         self.dp = dp  # a training.privacy.DpSession: Poisson batches, DPOptimizer, per-sample loss
         self.answer_only = answer_only
         self.classifier = classifier  # a sequence classifier: cross-entropy over classes (sequence.py)
@@ -128,7 +130,14 @@ class TunelineTrainer(Trainer):
             inputs = self.image_cache.apply(model, inputs)
         if self.dp is not None:
             num_items_in_batch = None  # per-sample losses: each sample's gradient is its own
-        if self.classifier:
+        if self.distill is not None:
+            from tuneline.training.distill import distill_loss
+
+            num_items_in_batch = None  # a mean per batch: K rows per record, soft and hard terms
+            loss, outputs = distill_loss(
+                model, inputs, temperature=self.distill.temperature, alpha=self.distill.alpha
+            )
+        elif self.classifier:
             loss, outputs = classification_loss(model, inputs, num_items_in_batch)
         else:
             loss, outputs = answer_only_loss(
