@@ -91,7 +91,9 @@ def print_summary(summary: dict) -> None:
     table = Table(title="tuneline run summary", show_header=True, header_style="bold")
     table.add_column("")
     for name in names:
-        table.add_column(f"[bold blue]{name}[/]" if name == "tuned" else name, justify="right", overflow="fold")
+        table.add_column(
+            f"[bold blue]{name}[/]" if name == "tuned" else name, justify="right", overflow="fold"
+        )
     if not names:  # evaluation has not run: one column for the run's own facts
         table.add_column("tuned", justify="right", overflow="fold")
     width = max(len(names), 1)

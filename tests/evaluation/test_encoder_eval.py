@@ -90,7 +90,9 @@ def test_base_and_tuned_read_the_same_inputs_and_share_the_threshold_procedure(
 
     assert set(seen) == {"base", "tuned"} and seen["base"] == seen["tuned"]  # same records, same tokens
     assert len(seen["base"]) == 2  # test and val (the threshold is chosen on val)
-    assert len(thresholds) == 4 and len(set(thresholds)) == 1  # base, prior, tuned, embedding_logreg: one procedure
+    assert (
+        len(thresholds) == 4 and len(set(thresholds)) == 1
+    )  # base, prior, tuned, embedding_logreg: one procedure
     n_train = len(list(read_records(run.split_file("train"))))
     assert embedded[0] == n_train  # the probe is fitted on the training split's embeddings
 

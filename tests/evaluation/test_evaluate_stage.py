@@ -4,7 +4,6 @@ scored on the same records with the same prompts and the same threshold procedur
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 

@@ -252,7 +252,9 @@ def test_the_html_report_shows_red_lines_permutation_dropped_draws_and_delong_un
         "prior": prior_baseline("classification", labels, records, records, []),
         "tuned": _scores("tuned", _onehotish(y_idx, 2, 1.0, rng)),
     }
-    report = build_report(_cfg(tmp_path, "  positive_label: pos"), "classification", labels, "pos", records, scored)
+    report = build_report(
+        _cfg(tmp_path, "  positive_label: pos"), "classification", labels, "pos", records, scored
+    )
     html = render_report(report, None)
     assert report["beaten_by"] and not report["gate"]["passed"]
     for beaten in report["beaten_by"]:

@@ -1,8 +1,8 @@
 """Issue 13, acceptance 1: under the DEFAULT gate, a model trained on shuffled labels never passes.
 
-An image task (tiny Gemma 3) and a text task (the pretrained MiniLM encoder), training labels shuffled (val and test
-intact), 5 seeds each: every run exits 7 and `models promote` refuses every version. A run on the same
-data with the real labels passes, so the gate is not simply closed.
+An image task (tiny Gemma 3) and a text task (the pretrained MiniLM encoder), training labels
+shuffled (val and test intact), 5 seeds each: every run exits 7 and `models promote` refuses every
+version. A run on the same data with the real labels passes, so the gate is not simply closed.
 
 Slow (about 12 short trainings): `pytest -m slow tests/evaluation/test_null_models.py`.
 """
@@ -81,9 +81,13 @@ def _shuffle_training_answers(run_dir: Path, seed: int) -> None:
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_the_default_gate_refuses_every_shuffled_label_model_and_passes_a_real_one(task, workdir):
     spec = TASKS[task]
-    made = _invoke("data", "synth", spec["synth"][0], str(workdir / "data"), *[
-        a.format(n=spec["n"]) for a in spec["synth"][1:]
-    ])
+    made = _invoke(
+        "data",
+        "synth",
+        spec["synth"][0],
+        str(workdir / "data"),
+        *[a.format(n=spec["n"]) for a in spec["synth"][1:]],
+    )
     assert made.exit_code == 0, made.output
     config = workdir / "config.yaml"
     config.write_text(spec["config"].format(epochs=spec["epochs"]))

@@ -34,7 +34,8 @@ eval:
   slices: [shape]
   min_slice_size: 1
   baselines: {{embedding_logreg: false}}
-  gate: {{primary: log_loss, against: base, sanity: false, min_improvement: {improvement}, ci_excludes_zero: false}}
+  gate: {{primary: log_loss, against: base, sanity: false, min_improvement: {improvement},
+          ci_excludes_zero: false}}
 registry: {{enabled: false}}
 """
 

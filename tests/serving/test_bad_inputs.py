@@ -357,7 +357,9 @@ def test_rows_of_one_batch_end_at_their_own_max_tokens():
 def test_unknown_routes_and_methods_get_the_openai_error_shape(client):
     r = client.get("/v1/nope")
     assert r.status_code == 404
-    assert r.json()["error"]["code"] == "not_found" and "no route GET /v1/nope" in r.json()["error"]["message"]
+    assert (
+        r.json()["error"]["code"] == "not_found" and "no route GET /v1/nope" in r.json()["error"]["message"]
+    )
     r = client.get("/v1/chat/completions")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
     assert "allowed: POST" in r.json()["error"]["message"] and r.json()["error"]["type"]

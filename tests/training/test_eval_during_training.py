@@ -49,7 +49,9 @@ def text_data(tmp_path):
 
 def test_diverging_run_stops_early_and_keeps_the_best_checkpoint(tmp_path, text_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(write_config(tmp_path, CONFIG.format(data=text_data, lr=10.0)))  # far too high: diverges
+    cfg = load_config(
+        write_config(tmp_path, CONFIG.format(data=text_data, lr=10.0))
+    )  # far too high: diverges
     # (3.0 stopped diverging within 60 steps once length grouping mixed near-equal lengths)
     run = RunDir.create(cfg, None)
     run_stage("prepare", cfg, run)

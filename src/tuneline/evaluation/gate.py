@@ -189,7 +189,12 @@ def _sanity(evidence: GateEvidence, primary: str, against: str | None) -> list[R
             )
     if against != "prior":
         c = find_comparison(evidence.comparisons, "prior", primary)
-        ok = c is not None and _finite(c.get("delta")) and sign * c["delta"] > 0 and _good_side(c.get("ci"), sign)
+        ok = (
+            c is not None
+            and _finite(c.get("delta"))
+            and sign * c["delta"] > 0
+            and _good_side(c.get("ci"), sign)
+        )
         rules.append(
             RuleResult(
                 f"sanity: beats the prior baseline on {primary}",
@@ -225,7 +230,9 @@ def _sanity(evidence: GateEvidence, primary: str, against: str | None) -> list[R
             RuleResult(
                 "sanity: no model scored is significantly above it on ROC-AUC",
                 not above,
-                "; ".join(above) if above else "every model's ROC-AUC is below or within the CI of the tuned one",
+                "; ".join(above)
+                if above
+                else "every model's ROC-AUC is below or within the CI of the tuned one",
             )
         )
     perm = evidence.permutation
@@ -234,7 +241,8 @@ def _sanity(evidence: GateEvidence, primary: str, against: str | None) -> list[R
             RuleResult(
                 f"sanity: better than chance (label-permutation p < {PERMUTATION_ALPHA})",
                 perm["p_value"] < PERMUTATION_ALPHA,
-                f"p = {perm['p_value']:.4f} over {perm.get('n_permutations')} permutations of the test labels",
+                f"p = {perm['p_value']:.4f} over {perm.get('n_permutations')} permutations "
+                "of the test labels",
                 perm["p_value"],
                 PERMUTATION_ALPHA,
             )
@@ -270,9 +278,7 @@ def _guards(gate: GateConfig, tuned_metrics: Mapping) -> list[RuleResult]:
     return rules
 
 
-def beaten_by(
-    comparisons: Sequence[Mapping], primary: str, task: str
-) -> list[dict]:
+def beaten_by(comparisons: Sequence[Mapping], primary: str, task: str) -> list[dict]:
     """Every model whose point estimate beats the tuned one on ``primary`` (and on ROC-AUC for
     classification), with the margin and its CI as other − tuned: the report's red lines."""
     metrics = [primary] + (["roc_auc"] if task == "classification" and primary != "roc_auc" else [])
@@ -302,9 +308,7 @@ def beaten_by(
 
 
 def beaten_sentence(model: str, metric: str, margin: float, ci, significant: bool) -> str:
-    ci_text = (
-        f"95% CI {ci[0]:+.3f} to {ci[1]:+.3f}" if _finite(ci[0]) and _finite(ci[1]) else "CI undefined"
-    )
+    ci_text = f"95% CI {ci[0]:+.3f} to {ci[1]:+.3f}" if _finite(ci[0]) and _finite(ci[1]) else "CI undefined"
     tail = "you may not need fine-tuning" if model != "prior" else "the fine-tune is worse than guessing"
     if not significant:
         tail = "the CI includes zero, but " + tail

@@ -193,7 +193,9 @@ def build_report(
         and (c["delta"] is None or sign * c["delta"] <= 0)
     ]
     report["beaten_by"] = beaten_by(M.nan_to_none(report["comparisons"]), primary, task)
-    report["permutation"] = _permutation(cfg, task, labels, positive, records, scored, report, groups, primary)
+    report["permutation"] = _permutation(
+        cfg, task, labels, positive, records, scored, report, groups, primary
+    )
     if ev.gate.enabled:
         tuned_metrics = dict(report["models"]["tuned"]["metrics"])
         if privacy and privacy.get("dp"):

@@ -110,7 +110,8 @@ def text_lines(path: Path, encoding: str) -> tuple[list[str], dict[int, BadBytes
             why = f"starts with a {wide.upper()} byte-order mark" if wide else "contains NUL bytes"
             raise DataError(
                 f"[malformed_row] {path} {why}: it is not {encoding} text (UTF-16 or UTF-32?)",
-                hint=f"set encoding: {wide or 'utf-16'} on this data.sources entry, or re-save the file as UTF-8",
+                hint=f"set encoding: {wide or 'utf-16'} on this data.sources entry, "
+                "or re-save the file as UTF-8",
             )
         name = "utf-8"
     # a UTF-8 BOM is skipped, but offsets stay offsets into the file
