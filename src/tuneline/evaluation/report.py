@@ -36,6 +36,7 @@ import numpy as np
 from tuneline.config import Config
 from tuneline.config.schema import LOWER_IS_BETTER
 from tuneline.data.records import Record
+from tuneline.data.sources.manifest import numbers_from_text
 from tuneline.evaluation import metrics as M
 from tuneline.evaluation import stats as S
 from tuneline.evaluation.gate import GateEvidence, beaten_by, evaluate_gate
@@ -61,12 +62,11 @@ def _permutation(cfg, task, labels, positive, records, scored, report, groups, p
         if name not in M.HEADLINE:
             return None
         ones = np.ones((1, len(y)))
-        index = {label: i for i, label in enumerate(inp.classes)}
+        y = inp.y_idx  # permute the label indices the metrics read
 
-        def metric(yy: np.ndarray) -> float:
+        def metric(y_idx: np.ndarray) -> float:
             # the vectorised headline metrics (equal to scikit-learn's, see stats.py) on permuted labels
-            y_idx = np.fromiter((index[v] for v in yy.tolist()), dtype=np.int64, count=len(yy))
-            return float(S.weighted_metrics(replace(inp, y=yy, y_idx=y_idx), ones)[name][0])
+            return float(S.weighted_metrics(replace(inp, y_idx=y_idx.astype(np.int64)), ones)[name][0])
 
     else:
         scores_name = "exact_match" if primary == "accuracy" else primary
@@ -122,20 +122,14 @@ def _comparison(a: str, metric: str, c: S.PairedComparison, method: str = "paire
     )
 
 
-def _number(v):
-    """A number, also when a CSV gave it as text ('70.0'); anything else unchanged."""
-    if isinstance(v, str):
-        try:
-            x = float(v.strip())
-        except ValueError:
-            return v
-        return x if math.isfinite(x) else v
-    return v
-
-
 def slice_values(records: list[Record], column: str) -> np.ndarray:
-    raw = [_number(r.metadata.get(column)) for r in records]
-    raw = [None if isinstance(v, str) and not v.strip() else v for v in raw]
+    raw = [r.metadata.get(column) for r in records]
+    # numbers a CSV wrote as text (a snapshot from before manifests typed them): the data layer's rule
+    present = [v for v in raw if v is not None]
+    converted = numbers_from_text(present)
+    if converted is not None:
+        it = iter(converted)
+        raw = [None if v is None else next(it) for v in raw]
     numbers = [v for v in raw if isinstance(v, int | float) and not isinstance(v, bool)]
     if numbers and len(numbers) == sum(v is not None and v != "" for v in raw):
         values = np.array([np.nan if v is None or v == "" else float(v) for v in raw])

@@ -558,25 +558,34 @@ def permutation_indices(n_rows: int, groups: Any, rng: np.random.Generator) -> n
     groups of the same size (each group's rows in a fixed order), so labels correlated within a patient
     stay correlated; a group with no other of its size keeps its own labels (conservative).
     """
+    return _permuted(n_rows, _same_size_blocks(n_rows, groups), rng)
+
+
+def _same_size_blocks(n_rows: int, groups: Any) -> list[list[list[int]]] | None:
+    """Groups' row lists, bucketed by group size (None without groups): computed once per test."""
     if groups is None:
-        return rng.permutation(n_rows)
+        return None
     groups = np.asarray(groups)
     if groups.shape != (n_rows,):
         raise ValueError(f"groups must have one value per row ({n_rows}), got shape {groups.shape}")
     _, codes = np.unique(groups.astype(str) if groups.dtype == object else groups, return_inverse=True)
-    order = np.arange(n_rows)
     members: dict[int, list[int]] = {}
-    for i, c in enumerate(codes):
+    for i, c in enumerate(codes.reshape(-1)):
         members.setdefault(int(c), []).append(i)
     by_size: dict[int, list[list[int]]] = {}
     for rows in members.values():
         by_size.setdefault(len(rows), []).append(rows)
-    for blocks in by_size.values():
-        if len(blocks) < 2:
-            continue
-        perm = rng.permutation(len(blocks))
-        for target, source in zip(blocks, perm, strict=True):
-            order[target] = blocks[source]
+    return [blocks for blocks in by_size.values() if len(blocks) > 1]
+
+
+def _permuted(n_rows: int, blocks: list[list[list[int]]] | None, rng: np.random.Generator) -> np.ndarray:
+    if blocks is None:
+        return rng.permutation(n_rows)
+    order = np.arange(n_rows)
+    for same_size in blocks:
+        perm = rng.permutation(len(same_size))
+        for target, source in zip(same_size, perm, strict=True):
+            order[target] = same_size[source]
     return order
 
 
@@ -594,9 +603,8 @@ def permutation_test(
     y = np.asarray(y, dtype=object)
     observed = float(metric_fn(y))
     rng = np.random.default_rng(seed)
-    null = np.array(
-        [_try(metric_fn, [y[permutation_indices(len(y), groups, rng)]]) for _ in range(n_permutations)]
-    )
+    blocks = _same_size_blocks(len(y), groups)
+    null = np.array([_try(metric_fn, [y[_permuted(len(y), blocks, rng)]]) for _ in range(n_permutations)])
     valid = null[np.isfinite(null)]
     s = 1.0 if higher_is_better else -1.0
     if len(valid) == 0 or not math.isfinite(observed):

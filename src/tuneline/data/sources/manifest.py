@@ -95,25 +95,30 @@ _LEADING_ZERO = re.compile(r"[+-]?0\d")  # "007", "0012": an identifier, not a n
 _MISSING = {"", "na", "n/a", "nan", "null", "none"}
 
 
-def _numbers_from_text(records: list[Record], columns: list[str]) -> None:
-    """Metadata columns that hold numbers written as text (a CSV's "70.0") become numbers in place.
+def numbers_from_text(values: list[Any]) -> list[Any] | None:
+    """One column's values as numbers when they are numbers written as text (a CSV's "70.0"), else None.
 
-    A column converts only when every non-missing value is a plain decimal number and none has a
-    leading zero (an identifier such as "0012" stays text): all integers give int, else float.
-    Missing cells (empty, NA, NaN, null, none) become None. Values already typed (Parquet) stay.
+    The column converts only when every value is text, every non-missing one a plain decimal number
+    and none has a leading zero (an identifier such as "0012" stays text): all integers give int,
+    else float. Missing cells (empty, NA, NaN, null, none) become None.
     """
+    if not values or not all(isinstance(v, str) for v in values):
+        return None
+    present = [v.strip() for v in values if v.strip().lower() not in _MISSING]
+    if not present or not all(_NUMBER.fullmatch(v) and not _LEADING_ZERO.match(v) for v in present):
+        return None
+    as_number = int if all(_INTEGER.fullmatch(v) for v in present) else float
+    return [None if v.strip().lower() in _MISSING else as_number(v.strip()) for v in values]
+
+
+def _numbers_from_text(records: list[Record], columns: list[str]) -> None:
+    """Metadata columns that hold numbers written as text become numbers in place (see
+    :func:`numbers_from_text`). Values already typed (Parquet) stay."""
     for col in columns:
-        values = [r.metadata[col] for r in records if col in r.metadata]
-        if not values or not all(isinstance(v, str) for v in values):
-            continue
-        present = [v.strip() for v in values if v.strip().lower() not in _MISSING]
-        if not present or not all(_NUMBER.fullmatch(v) and not _LEADING_ZERO.match(v) for v in present):
-            continue
-        as_number = int if all(_INTEGER.fullmatch(v) for v in present) else float
-        for r in records:
-            if col in r.metadata:
-                v = r.metadata[col].strip()
-                r.metadata[col] = None if v.lower() in _MISSING else as_number(v)
+        holding = [r for r in records if col in r.metadata]
+        converted = numbers_from_text([r.metadata[col] for r in holding])
+        for r, v in zip(holding, converted or [], strict=False):
+            r.metadata[col] = v
 
 
 def _label_text(value: Any) -> str:
