@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--records", type=int, default=160)
     args = ap.parse_args()
-    from tuneline.data.synth.shapes import generate
+    from tuneline_synth.shapes import generate
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -26,7 +26,7 @@ def _tiny_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
     """A small generated image+text dataset (chat JSONL + PNGs)."""
-    from tuneline.data.synth.shapes import generate
+    from tuneline_synth.shapes import generate
 
     out = tmp_path_factory.mktemp("shapes")
     generate(out, n=48, seed=3)

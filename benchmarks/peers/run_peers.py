@@ -194,11 +194,11 @@ def build_assets() -> dict:
 
     from tuneline.config import load_config
     from tuneline.data.records import read_records
-    from tuneline.data.synth.shapes import generate
     from tuneline.models.families import get_family
     from tuneline.models.load import tiny_folder
     from tuneline.runs import RunDir
     from tuneline.stages.pipeline import run_stage
+    from tuneline_synth.shapes import generate
 
     assets = WORK / "assets"
     llama, gemma = assets / "llama", assets / "gemma3"

@@ -473,7 +473,7 @@ def data_synth(
     ] = False,
 ) -> None:
     """Generate a synthetic dataset (deterministic for a seed)."""
-    from tuneline.data.synth import dermoscopy, digits, reviews, shapes
+    from tuneline_synth import dermoscopy, digits, reviews, shapes
 
     try:
         if kind == "shapes":

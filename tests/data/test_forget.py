@@ -15,9 +15,9 @@ from tests.conftest import TINY_RUN, write_config
 from tuneline.cli import app
 from tuneline.config import load_config
 from tuneline.data import forget
-from tuneline.data.synth.shapes import generate
 from tuneline.errors import DataError
 from tuneline.stages.prepare import build_snapshot
+from tuneline_synth.shapes import generate
 
 SECRET = "shape-00005"
 COPY = "shape-00005-copy"

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tuneline.data.findings import CHECKS
-from tuneline.data.synth import dermoscopy, digits, shapes
+from tuneline_synth import dermoscopy, digits, shapes
 
 ISIC_HEADER = (
     "image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target"

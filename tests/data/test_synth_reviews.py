@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from tests.conftest import write_config
 from tuneline.cli import app
 from tuneline.config import load_config
-from tuneline.data.synth import reviews
 from tuneline.data.validate import validate
+from tuneline_synth import reviews
 
 
 def _rows(path):

@@ -195,7 +195,7 @@ def test_snapshot_normalises_orientation_mode_and_size(workdir):
 def test_lookalike_handwritten_digits_are_not_called_copies(workdir):
     """Real digits from different writers hash alike by the thousand at 8x8: the pixel confirmation must
     keep them apart (and never turn two different digits into a label conflict)."""
-    from tuneline.data.synth.digits import generate
+    from tuneline_synth.digits import generate
 
     path = generate(workdir / "digits", n=500, seed=0)
     result = validate(_config(workdir, path, "", ["data.split.strategy=stratified"]))
@@ -211,7 +211,7 @@ def test_lookalike_handwritten_digits_are_not_called_copies(workdir):
 def test_isic_layout_patient_grouped_split(workdir):
     """The melanoma example's source on synthetic ISIC data: no patient in two splits, malignant share
     within 2 points per split, the same split for the same seed."""
-    from tuneline.data.synth.dermoscopy import generate
+    from tuneline_synth.dermoscopy import generate
 
     generate(workdir / "isic", n_patients=150, size=64, seed=2, prevalence=0.1)
     example = Path(__file__).resolve().parents[2] / "examples" / "melanoma" / "config.yaml"
@@ -242,7 +242,7 @@ def test_crops_resizes_and_reencodes_are_found(workdir):
     """Copies cropped 0-5% per side (also resized and re-encoded) are near duplicates of their original."""
     import random
 
-    from tuneline.data.synth.dermoscopy import generate
+    from tuneline_synth.dermoscopy import generate
 
     generate(workdir / "derm", n_patients=30, size=256, seed=4)
     originals = sorted((workdir / "derm" / "jpeg" / "train").glob("*.jpg"))[:30]
@@ -273,7 +273,7 @@ def test_same_layout_different_colours_is_not_a_copy(workdir):
     """The quickstart's shapes (seed 0) hold a blue triangle on yellow and a green one on lilac at the same
     place: equal grayscale structure and mean colour, different channels. Not a duplicate, no conflict.
     (Same-colour shapes at the same place on a slightly other background are near duplicates: fine.)"""
-    from tuneline.data.synth.shapes import generate
+    from tuneline_synth.shapes import generate
 
     path = generate(workdir / "shapes", n=800, seed=0)
     result = validate(_config(workdir, path, "", ["data.split.strategy=stratified"]))

@@ -38,7 +38,7 @@ registry: {{enabled: false}}
 
 @pytest.fixture(scope="module")
 def reviews(tmp_path_factory):
-    from tuneline.data.synth.reviews import generate
+    from tuneline_synth.reviews import generate
 
     return generate(tmp_path_factory.mktemp("reviews"), n=120, seed=2)
 

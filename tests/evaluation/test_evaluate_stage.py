@@ -39,7 +39,7 @@ registry: {{enabled: false}}
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    from tuneline.data.synth.shapes import generate
+    from tuneline_synth.shapes import generate
 
     out = tmp_path_factory.mktemp("gate_shapes")
     generate(out, n=240, seed=11)

@@ -96,7 +96,7 @@ def _train_reference(config: Path) -> Path:
 def _launch_victim(workdir: Path):
     """Two-node job "victim" on 60 shapes (48 training records: whole global batches):
     (config, job, rendezvous port, run directory, pid-file folder)."""
-    from tuneline.data.synth.shapes import generate
+    from tuneline_synth.shapes import generate
 
     data = generate(workdir / "shapes", n=60, seed=7)
     bucket = workdir / "bucket"

@@ -47,11 +47,11 @@ def registry(tmp_path_factory) -> Registry:
     from peft import get_peft_model
 
     from tuneline.config.schema import ModelConfig, TrainConfig
-    from tuneline.data.synth.shapes import generate
     from tuneline.models.load import load_model, load_processor, resolve_base
     from tuneline.registry import store
     from tuneline.serving.profile import write_into
     from tuneline.training.adapters import lora_config
+    from tuneline_synth.shapes import generate
 
     root = tmp_path_factory.mktemp("serve-registry")
     data = root / "shapes"

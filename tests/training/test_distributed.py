@@ -49,7 +49,7 @@ def _run_dir(workdir: Path, name: str) -> Path:
 
 @pytest.mark.integration
 def test_two_process_torchrun_matches_one_process(workdir):
-    from tuneline.data.synth.shapes import generate
+    from tuneline_synth.shapes import generate
 
     data = generate(workdir / "shapes", n=60, seed=7)
     cfg = write_config(workdir, CONFIG.format(data=data))

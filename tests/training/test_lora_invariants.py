@@ -101,7 +101,7 @@ registry: {{enabled: false}}
 
 @pytest.fixture(scope="module")
 def trained_encoder(tmp_path_factory):
-    from tuneline.data.synth.reviews import generate
+    from tuneline_synth.reviews import generate
 
     folder = tmp_path_factory.mktemp("encoder")
     data = generate(folder / "data", n=80, seed=5)

@@ -15,12 +15,13 @@ user's data would have. Question kinds:
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from tuneline_synth._io import write_jsonl
 
 COLOURS = {
     "red": (220, 40, 40),
@@ -137,8 +138,4 @@ def generate(
                 **extra,
             }
         )
-    path = out / "data.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    tmp.replace(path)
-    return path
+    return write_jsonl(out / "data.jsonl", lines)

@@ -22,10 +22,11 @@ per-slice metrics. The system turn is an instruction for chat models; encoders r
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
+
+from tuneline_synth._io import write_jsonl
 
 LABELS = ("negative", "positive")
 SYSTEM = "Classify the sentiment of this product review as positive or negative."
@@ -384,8 +385,4 @@ def generate(out: Path, *, n: int = 2000, seed: int = 0, positive_share: float =
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "data.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
-    tmp.replace(path)
-    return path
+    return write_jsonl(out / "data.jsonl", lines, ensure_ascii=False)

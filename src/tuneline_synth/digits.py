@@ -6,12 +6,13 @@ so a vision-language model's image processor has something to look at, with a on
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from tuneline_synth._io import write_jsonl
 
 QUESTION = "Which digit is this?"
 
@@ -56,8 +57,4 @@ def generate(out: Path, *, seed: int = 0, size: int = 32, n: int | None = None) 
                 "label": label,
             }
         )
-    path = out / "data.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    tmp.replace(path)
-    return path
+    return write_jsonl(out / "data.jsonl", lines)

@@ -1,1 +1,0 @@
-"""Synthetic datasets the project generates for examples and tests (deterministic per seed)."""
