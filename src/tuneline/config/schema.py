@@ -20,6 +20,9 @@ from pydantic import (
     model_validator,
 )
 
+from tuneline.config.metric_names import LOWER_IS_BETTER as LOWER_IS_BETTER  # re-exported
+from tuneline.config.metric_names import METRICS
+
 # Marker for fields holding filesystem paths: the loader resolves relative values against the
 # YAML file that names them (defaults, never named by a file, are relative to the working dir).
 PATH_FIELD = {"tuneline_path": True}
@@ -507,26 +510,6 @@ class TrainConfig(Section):
         return self
 
 
-METRICS = (
-    "accuracy",
-    "balanced_accuracy",
-    "precision",
-    "recall",
-    "sensitivity",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "pr_auc",
-    "log_loss",
-    "brier",
-    "ece",
-    "exact_match",
-    "token_f1",
-    "rouge_l",
-    "perplexity",
-    "loss",
-)
-LOWER_IS_BETTER = ("log_loss", "brier", "ece", "perplexity", "loss")
 
 
 class ThresholdConfig(Section):
