@@ -15,11 +15,9 @@ image bytes or keys.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import multiprocessing
-import secrets
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,15 +29,16 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from tuneline.serving import ab
+from tuneline.serving import chat as chat_steps
 from tuneline.serving.auth import ApiKeys
 from tuneline.serving.cache import ResponseCache
 from tuneline.serving.drift import DriftMonitor
-from tuneline.serving.engine import Delta, Done, GenerationError, Variant
+from tuneline.serving.engine import Variant
 from tuneline.serving.limits import DATA_URI_PATTERN, ApiError, BodyLimit
 from tuneline.serving.metrics import Metrics
 from tuneline.serving.pii_guard import PiiGuard
@@ -50,9 +49,7 @@ from tuneline.serving.requests import (
     ChatRequest,
     ErrorResponse,
     Feedback,
-    max_tokens_of,
     parse,
-    prepare,
     validation_message,
 )
 from tuneline.serving.sources import RegistrySource
@@ -165,8 +162,7 @@ def _engine(serve_cfg, metrics: Metrics):
 
 
 # ------------------------------------------------------------------ helpers
-def _error(exc: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+_error = chat_steps.error_response
 
 
 _WHY = {
@@ -261,11 +257,6 @@ def _document(doc: dict, srv: Server) -> dict:
 
 def _protected(path: str, metrics_auth: bool) -> bool:
     return path.startswith("/v1/") or (metrics_auth and path.rstrip("/") == "/metrics")
-
-
-def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
-    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 # ------------------------------------------------------------------ the app
@@ -378,261 +369,7 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
         openapi_extra=_body("ChatRequest"),
     )
     async def chat(request: Request, x_user_id: Annotated[str | None, Header()] = None):
-        started = time.perf_counter()
-        body: ChatRequest = await srv.parse(ChatRequest, request)
-        rid = "chatcmpl-" + secrets.token_hex(12)
-        user = body.user or x_user_id
-        info: dict[str, Any] = {"id": rid, "stream": body.stream, "user_hash": ab.user_hash(user)}
-        alias = version = None
-        headers = {"X-Request-Id": rid}
-
-        def finish(status: int, **fields: Any) -> None:
-            latency = time.perf_counter() - started
-            srv.metrics.requests.labels(str(status), alias or "-").inc()
-            if alias is not None:
-                srv.metrics.e2e.labels(alias).observe(latency)
-            info.update(fields, status=status, latency_ms=round(latency * 1000, 2))
-            access.info(json.dumps({"event": "chat", "variant": alias, "version": version, **info}))
-            if alias is not None:
-                srv.store.record(
-                    id=rid,
-                    ts=time.time(),
-                    variant=alias,
-                    version=version,
-                    user_hash=info["user_hash"],
-                    status=status,
-                    latency_s=latency,
-                    ttft_s=fields.get("ttft_s"),
-                    prompt_tokens=fields.get("prompt_tokens"),
-                    completion_tokens=fields.get("completion_tokens"),
-                    cached=int(bool(fields.get("cached"))),
-                )
-
-        # 1. Route (sticky A/B or a pinned alias) and admit.
-        try:
-            alias, variant = srv.route(body.model, user, rid)
-        except ApiError as exc:
-            finish(exc.status, error=exc.message)
-            return _error(exc, headers)
-        version = variant.ref.version
-        headers.update({"X-Tuneline-Variant": alias, "X-Tuneline-Version": version})
-        if srv.running >= srv.serve.limits.max_concurrency:
-            exc = ApiError(
-                429,
-                f"{srv.running} requests in flight, the limit (serve.limits.max_concurrency); retry shortly",
-                type_="rate_limit_error",
-            )
-            finish(429, error=exc.message)
-            return _error(exc, headers | {"Retry-After": "1"})
-        srv.running += 1
-        srv.metrics.running.inc()
-        variant.acquire()
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                srv.running -= 1
-                srv.metrics.running.dec()
-                variant.release()
-
-        try:
-            # 2. Prepare off the event loop: images decoded, the chat template rendered, the prompt counted.
-            max_tokens = max_tokens_of(body, srv.serve.limits)
-            prepared = await asyncio.to_thread(prepare, body, max_tokens, srv.engine, variant, srv.serve)
-            req, prompt_text, images = prepared.req, prepared.prompt_text, prepared.req.images
-            info.update(images=len(images), image_bytes=prepared.image_bytes)
-            stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-
-            # 3. Deterministic? The cache may already hold the answer.
-            key = None
-            if body.temperature == 0 and srv.serve.cache.enabled:
-                srv.metrics.cache_queries.inc()
-                payload = body.model_dump_json(
-                    include={"messages", "max_tokens", "max_completion_tokens", "stop"}
-                )
-                key = hashlib.sha256(f"{alias}|{version}|{max_tokens}|{payload}".encode()).hexdigest()
-        except ApiError as exc:
-            release()
-            finish(exc.status, error=exc.message)
-            return _error(exc, headers)
-        except BaseException:
-            release()
-            raise
-
-        def observe(text: str, done: Done | None, ttft: float | None, cached: bool) -> None:
-            if done is not None:
-                srv.metrics.prompt_tokens.labels(alias).inc(done.prompt_tokens)
-                srv.metrics.generation_tokens.labels(alias).inc(done.completion_tokens)
-                srv.metrics.request_success.labels(done.finish_reason, alias).inc()
-            if ttft is not None:
-                srv.metrics.ttft.labels(alias).observe(ttft)
-            if srv.serve.drift.enabled and srv.drift.add(images, prompt_text, text):
-                asyncio.get_running_loop().run_in_executor(srv._drift_pool, srv.drift.check)
-
-        created = int(time.time())
-
-        def chunk(delta: dict, finish_reason: str | None = None) -> str:
-            event = {
-                "id": rid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": body.model,
-                "system_fingerprint": f"{alias}-v{version}",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-            }
-            return f"data: {json.dumps(event)}\n\n"
-
-        def usage(done: Done) -> dict:
-            return {
-                "prompt_tokens": done.prompt_tokens,
-                "completion_tokens": done.completion_tokens,
-                "total_tokens": done.prompt_tokens + done.completion_tokens,
-            }
-
-        hit = srv.cache.get(key) if key else None
-        if hit is not None:
-            srv.metrics.cache_hits.inc()
-
-        async def generate():
-            """(text so far, Done) pairs as text arrives; from the cache in one piece."""
-            if hit is not None:
-                yield hit[0], hit[1]
-                return
-            text = ""
-            async for item in srv.engine.stream(variant, req):
-                if isinstance(item, Delta):
-                    text += item.text
-                    yield text, None
-                else:
-                    yield text, item
-
-        if not body.stream:
-            try:
-                text, done, ttft, stopped = "", None, None, False
-                async for text, d in generate():
-                    if ttft is None and text:
-                        ttft = time.perf_counter() - started
-                    if d is not None:
-                        done = d
-                    text, stopped = _cut_at_stop(text, stops)
-                    if stopped:
-                        break
-                if done is None:
-                    done = Done("stop", 0, 0)
-                if done.first_token_at is not None and hit is None:
-                    ttft = done.first_token_at - started
-                if key and hit is None and not stopped:
-                    srv.cache.put(key, (text, done))
-                text, pii_headers = srv.pii.complete(text)  # the cache keeps the raw text
-                headers.update(pii_headers)
-                reason = "stop" if stopped else done.finish_reason
-                observe(text, done, ttft, hit is not None)
-                result = {
-                    "id": rid,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": body.model,
-                    "system_fingerprint": f"{alias}-v{version}",
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "logprobs": None,
-                            "finish_reason": reason,
-                        }
-                    ],
-                    "usage": usage(done),
-                }
-                finish(
-                    200,
-                    ttft_s=ttft,
-                    prompt_tokens=done.prompt_tokens,
-                    completion_tokens=done.completion_tokens,
-                    cached=hit is not None,
-                    finish_reason=reason,
-                )
-                return JSONResponse(result, headers=headers)
-            except ApiError as exc:  # serve.pii: block
-                finish(exc.status, error=exc.message)
-                return _error(exc, headers)
-            except GenerationError as exc:
-                finish(500, error=str(exc))
-                err = ApiError(500, f"generation failed: {exc}", type_="server_error")
-                return _error(err, headers)
-            finally:
-                release()
-
-        async def events():
-            sent, done, ttft, stopped, status = "", None, None, False, 200
-            holdback = max((len(s) for s in stops), default=1) - 1
-            scan = srv.pii.stream()
-            try:
-                yield chunk({"role": "assistant", "content": ""})
-                async for text, d in generate():
-                    if d is not None:
-                        done = d
-                    text, stopped = _cut_at_stop(text, stops)
-                    ready = (
-                        text if (stopped or d is not None) else text[: max(len(text) - holdback, len(sent))]
-                    )
-                    piece = scan.feed(ready, final=stopped or d is not None)
-                    if piece:
-                        if ttft is None:
-                            ttft = time.perf_counter() - started
-                        yield chunk({"content": piece})
-                    sent = ready
-                    if stopped:
-                        break
-                if piece := scan.feed(sent, final=True):
-                    yield chunk({"content": piece})
-                if done is None:
-                    done = Done("stop", 0, 0)
-                if key and hit is None and not stopped:
-                    srv.cache.put(key, (sent, done))
-                yield chunk({}, "stop" if stopped else done.finish_reason)
-                if body.stream_options and body.stream_options.include_usage:
-                    yield (
-                        "data: "
-                        + json.dumps(
-                            {
-                                "id": rid,
-                                "object": "chat.completion.chunk",
-                                "created": created,
-                                "model": body.model,
-                                "choices": [],
-                                "usage": usage(done),
-                            }
-                        )
-                        + "\n\n"
-                    )
-                observe(sent, done, ttft, hit is not None)
-            except GenerationError as exc:
-                status = 500
-                info["error"] = str(exc)
-                err = ApiError(500, f"generation failed: {exc}", type_="server_error")
-                yield f"data: {json.dumps(err.body())}\n\n"
-            except ApiError as exc:  # serve.pii: block, after the stream began
-                status = exc.status
-                info["error"] = exc.message
-                yield f"data: {json.dumps(exc.body())}\n\n"
-            except (asyncio.CancelledError, GeneratorExit):
-                status = 499  # the client went away
-                raise
-            finally:
-                release()
-                finish(
-                    status,
-                    ttft_s=ttft,
-                    prompt_tokens=done.prompt_tokens if done else None,
-                    completion_tokens=done.completion_tokens if done else None,
-                    cached=hit is not None,
-                    **({"pii": sorted(scan.kinds)} if scan.kinds else {}),
-                )
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        return await chat_steps.handle(srv, request, x_user_id)
 
     def openapi() -> dict:
         if app.openapi_schema is None:
