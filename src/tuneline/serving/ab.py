@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from tuneline.stats import bootstrap_ci, two_sample_bootstrap
+
 log = logging.getLogger("tuneline.serve")
 
 SCHEMA = """
@@ -139,23 +141,18 @@ class Store:
 
 
 # ------------------------------------------------------------------ the report
-def _bootstrap(values: np.ndarray, stat, resamples: int, rng) -> tuple[float, float] | None:
+def _ci(values: np.ndarray, stat, resamples: int, seed: int) -> tuple[float, float] | None:
     if values.size < 2:
         return None
-    idx = rng.integers(0, values.size, size=(resamples, values.size))
-    stats = np.array([stat(values[i]) for i in idx])
-    lo, hi = np.percentile(stats, [2.5, 97.5])
-    return float(lo), float(hi)
+    ci = bootstrap_ci(stat, values, n_resamples=resamples, seed=seed)
+    return ci.low, ci.high
 
 
-def _diff_ci(a: np.ndarray, b: np.ndarray, stat, resamples: int, rng) -> tuple[float, float] | None:
+def _diff_ci(a: np.ndarray, b: np.ndarray, stat, resamples: int, seed: int) -> tuple[float, float] | None:
     if a.size < 2 or b.size < 2:
         return None
-    ia = rng.integers(0, a.size, size=(resamples, a.size))
-    ib = rng.integers(0, b.size, size=(resamples, b.size))
-    diffs = np.array([stat(b[j]) - stat(a[i]) for i, j in zip(ia, ib, strict=True)])
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return float(lo), float(hi)
+    ci = two_sample_bootstrap(stat, a, b, n_resamples=resamples, seed=seed)
+    return ci.low, ci.high
 
 
 def report(
@@ -179,7 +176,6 @@ def report(
             "ON f.response_id = r.id WHERE r.ts >= ? AND r.variant IS NOT NULL ORDER BY r.ts",
             (since or 0.0,),
         ).fetchall()
-    rng = np.random.default_rng(seed)
     by: dict[str, dict[str, list]] = {}
     for variant, version, status, latency, cached, outcome, score in rows:
         d = by.setdefault(
@@ -223,7 +219,7 @@ def report(
             values = arrays[variant][key]
             entry[name] = {
                 "value": float(fn(values)) if values.size else None,
-                "ci95": _bootstrap(values, fn, resamples, rng),
+                "ci95": _ci(values, fn, resamples, seed),
                 "n": int(values.size),
             }
         variants[variant] = entry
@@ -233,7 +229,7 @@ def report(
         base = baseline if baseline in variants else "champion" if "champion" in variants else names[0]
         for other in (n for n in names if n != base):
             comparisons[f"{other} - {base}"] = {
-                name: _diff_ci(arrays[base][key], arrays[other][key], fn, resamples, rng)
+                name: _diff_ci(arrays[base][key], arrays[other][key], fn, resamples, seed)
                 for name, (key, fn) in stats.items()
             }
     return {"database": str(db_path), "variants": variants, "comparisons": comparisons}
