@@ -4,9 +4,12 @@ Why our own detector: the ``pii_detected`` check runs on every text part of ever
 inside a data-validation step that must stay fast and dependency-light. Full PII engines such as
 Microsoft Presidio need spaCy language models that cannot be downloaded here, pull in a large
 dependency tree, and are tuned for recall on prose, not for fine-tuning data full of numbers
-(ages, measurements, dates, image ids). ``phonenumbers`` is not installed either. So this module is
-a small set of precompiled regular expressions, each followed by a validator that removes most
-false positives (Luhn, ISO 13616 mod-97, SSA rules, national checksums).
+(ages, measurements, dates, image ids). So this module is a small set of precompiled regular
+expressions (the scanner, tuned for precision below), each candidate then confirmed by a library
+that maintains the rules: ``python-stdnum`` for the checksums and registries (Luhn, ISO 13616
+mod-97 and the IBAN registry's lengths and BBAN formats, SSA rules, DNI/NIE mod-23, BSN 11-check,
+codice fiscale, Verhoeff) and ``phonenumbers.PhoneNumberMatcher`` for phones (the whole candidate
+must be one possible number of the region its form implies).
 
 Design choices (what real fine-tuning data looks like, and what we therefore do):
 
@@ -67,6 +70,14 @@ import re
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
+import phonenumbers
+from stdnum import iban as stdnum_iban
+from stdnum import luhn, numdb, verhoeff
+from stdnum.es import dni, nie
+from stdnum.it import codicefiscale
+from stdnum.nl import bsn
+from stdnum.us import ssn
+
 __all__ = ["KINDS", "PiiMatch", "find_pii", "mask", "redact"]
 
 KINDS: tuple[str, ...] = ("email", "phone", "card", "iban", "national_id")
@@ -89,19 +100,6 @@ class PiiMatch:
 # --------------------------------------------------------------------------------------------------
 # Validators
 # --------------------------------------------------------------------------------------------------
-
-
-def _luhn_ok(digits: str) -> bool:
-    """The Luhn mod-10 check every payment card number carries."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
 
 
 def _card_brand(digits: str) -> str | None:
@@ -127,93 +125,36 @@ def _card_brand(digits: str) -> str | None:
     return None
 
 
-# IBAN length per country (SWIFT IBAN registry). Includes all SEPA countries and GB.
-_IBAN_LENGTHS: dict[str, int] = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
-    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
-    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
-    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
-    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32,
-    "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
-    "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
-    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31,
-    "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23,
-    "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
-}  # fmt: skip
+def _iban_lengths() -> dict[str, int]:
+    """IBAN length per country, from python-stdnum's copy of the SWIFT IBAN registry."""
+    lengths: dict[str, int] = {}
+    for _, lo, hi, props, _ in numdb.get("iban").prefixes:
+        bban = props.get("bban", "")
+        if lo == hi and bban and re.fullmatch(r"(?:[0-9]+![nace])+", bban):
+            lengths[lo] = 4 + sum(int(n) for n in re.findall(r"([0-9]+)!", bban))
+    return lengths
+
+
+_IBAN_LENGTHS: dict[str, int] = _iban_lengths()
 
 
 def _iban_ok(iban: str) -> bool:
-    """ISO 13616: move the first four characters to the end, letters to 10..35, mod 97 == 1."""
+    """The country's length, then mod-97 and the registry's BBAN format (stdnum); the national
+    check digits some countries add inside the BBAN are not checked (``check_country=False``)."""
     if _IBAN_LENGTHS.get(iban[:2]) != len(iban) or not iban[2:4].isdigit():
         return False
-    rearranged = iban[4:] + iban[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+    return stdnum_iban.is_valid(iban, check_country=False)
 
 
-def _ssn_ok(area: str, group: str, serial: str) -> bool:
-    """SSA rules: these areas, groups and serials are never assigned."""
-    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
-
-
-_DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
-
-
-def _dni_ok(number: str, letter: str) -> bool:
-    return _DNI_LETTERS[int(number) % 23] == letter.upper()
-
-
-def _bsn_ok(digits: str) -> bool:
-    """Dutch BSN 11-check: 9*d1 + 8*d2 + ... + 2*d8 - 1*d9 must be a multiple of 11."""
-    if len(digits) != 9 or digits == "000000000":
-        return False
-    total = sum(int(d) * w for d, w in zip(digits[:8], range(9, 1, -1), strict=True)) - int(digits[8])
-    return total % 11 == 0
-
-
-# Italian codice fiscale: values of characters in odd (1st, 3rd, ...) positions; even ones are 0..25.
-_CF_ODD = [1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23]
-
-
-def _cf_value(ch: str, odd: bool) -> int:
-    idx = ord(ch) - 48 if ch.isdigit() else ord(ch) - 65
-    return _CF_ODD[idx] if odd else idx
-
-
-def _codice_fiscale_ok(code: str) -> bool:
-    total = sum(_cf_value(ch, i % 2 == 0) for i, ch in enumerate(code[:15]))
-    return chr(65 + total % 26) == code[15]
-
-
-_VERHOEFF_D = (
-    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
-    (1, 2, 3, 4, 0, 6, 7, 8, 9, 5),
-    (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
-    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7),
-    (4, 0, 1, 2, 3, 9, 5, 6, 7, 8),
-    (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
-    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2),
-    (7, 6, 5, 9, 8, 2, 1, 0, 4, 3),
-    (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
-    (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-)
-_VERHOEFF_P = (
-    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
-    (1, 5, 7, 6, 2, 8, 3, 0, 9, 4),
-    (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
-    (8, 9, 1, 6, 0, 4, 3, 5, 2, 7),
-    (9, 4, 5, 3, 1, 2, 6, 8, 7, 0),
-    (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
-    (2, 7, 9, 3, 8, 0, 6, 4, 1, 5),
-    (7, 0, 4, 6, 9, 1, 3, 2, 5, 8),
-)
-
-
-def _verhoeff_ok(digits: str) -> bool:
-    """Verhoeff dihedral-group check (Aadhaar's last digit); catches all single/transposition errors."""
-    c = 0
-    for i, ch in enumerate(reversed(digits)):
-        c = _VERHOEFF_D[c][_VERHOEFF_P[i % 8][ord(ch) - 48]]
-    return c == 0
+def _phone_ok(candidate: str, regions: tuple[str, ...]) -> bool:
+    """phonenumbers' matcher reads all of the candidate's digits as one possible number of one of
+    ``regions`` (``ZZ``: the number carries its own +country code)."""
+    digits = _digits(candidate)
+    for region in regions:
+        for m in phonenumbers.PhoneNumberMatcher(candidate, region, leniency=phonenumbers.Leniency.POSSIBLE):
+            if _digits(m.raw_string) == digits:
+                return True
+    return False
 
 
 def _digits(s: str) -> str:
@@ -276,6 +217,8 @@ _PHONE_NANP_RE = re.compile(
 _NANP_PREFIX_RE = re.compile(r"\+?1[ .\-]?$")
 _PHONE_NATIONAL_RE = re.compile(_first("0", *_PH_NOT_BEFORE) + r"[1-9](?:[ .\-]?[0-9]){8,9}" + _PH_AFTER)
 _PHONE_SEP_RE = re.compile(r"[ .\-]")
+# Where a national number with a 0 trunk prefix is read: the UK, France, Germany.
+_TRUNK_REGIONS = ("GB", "FR", "DE")
 
 _ID_NOT_BEFORE = r"[\w\-.]"
 _ID_AFTER = r"(?![\w]|[\-.][0-9])"
@@ -353,7 +296,7 @@ def _cards(text: str, windows: list[tuple[int, int]]) -> Iterator[PiiMatch]:
     for m in _scan(_CARD_RE, text, windows):
         s = m.group()
         digits = _digits(s)
-        if not _luhn_ok(digits) or (brand := _card_brand(digits)) is None:
+        if not luhn.is_valid(digits) or (brand := _card_brand(digits)) is None:
             continue
         if len(digits) != len(s):
             # Written in groups: one kind of separator, the usual 4-4-4-4(-3) / 4-6-5 / 4-6-4 shapes,
@@ -427,7 +370,10 @@ def _phones(text: str, windows: list[tuple[int, int]]) -> Iterator[PiiMatch]:
             # "00" is also how zero-padded ids and hex code points start ("00123456789",
             # "0020.0002.0021", "0069 0307 0301"): only a spaced or dashed "0044 20 7946 0958" counts.
             continue
-        if not _in_spaced_run(text, m.start(), m.end()):
+        regions = (
+            ("GB",) if s.startswith("00") else ("ZZ",)
+        )  # 00: the international prefix of GB and most of Europe
+        if not _in_spaced_run(text, m.start(), m.end()) and _phone_ok(s, regions):
             yield PiiMatch("phone", m.start(), m.end(), s, "international")
     for m in _scan(_PHONE_NANP_RE, text, windows):
         start = m.start()
@@ -436,7 +382,7 @@ def _phones(text: str, windows: list[tuple[int, int]]) -> Iterator[PiiMatch]:
             start = prefix.start()
         elif not _clean_left(text, start):
             continue
-        if not _in_spaced_run(text, start, m.end()):
+        if not _in_spaced_run(text, start, m.end()) and _phone_ok(text[start : m.end()], ("US",)):
             yield PiiMatch("phone", start, m.end(), text[start : m.end()], "nanp")
     for m in _scan(_PHONE_NATIONAL_RE, text, windows):
         s = m.group()
@@ -450,6 +396,7 @@ def _phones(text: str, windows: list[tuple[int, int]]) -> Iterator[PiiMatch]:
             len(set(_PHONE_SEP_RE.findall(s))) <= 1
             and all(len(g) >= 2 for g in groups)
             and not _in_spaced_run(text, m.start(), m.end())
+            and _phone_ok(s, _TRUNK_REGIONS)
         ):
             yield PiiMatch("phone", m.start(), m.end(), s, "national")
 
@@ -462,7 +409,7 @@ def _codici_fiscali(text: str) -> Iterator[PiiMatch]:
     """Scanned on the whole text: a codice fiscale can have its digits replaced by letters
     (omocodia), so it need not contain a run of digits."""
     for m in _CF_RE.finditer(text):
-        if _codice_fiscale_ok(m.group()):
+        if codicefiscale.is_valid(m.group()):
             yield PiiMatch("national_id", m.start(), m.end(), m.group(), "it_codice_fiscale")
 
 
@@ -470,26 +417,27 @@ def _short_ids(text: str, windows: list[tuple[int, int]]) -> Iterator[PiiMatch]:
     for m in _scan(_NINO_RE, text, windows):
         yield PiiMatch("national_id", m.start(), m.end(), m.group(), "uk_nino")
     for m in _scan(_DNI_RE, text, windows):
-        if _dni_ok(m.group(1).replace(".", ""), m.group(2)):
+        if dni.is_valid(m.group(1).replace(".", "") + m.group(2)):
             yield PiiMatch("national_id", m.start(), m.end(), m.group(), "es_dni")
     for m in _scan(_NIE_RE, text, windows):
         prefix, number, letter = m.groups()
-        if _dni_ok(str("XYZ".index(prefix)) + number, letter):
+        if nie.is_valid(prefix + number + letter):
             yield PiiMatch("national_id", m.start(), m.end(), m.group(), "es_nie")
 
 
 def _long_ids(text: str, windows: list[tuple[int, int]]) -> Iterator[PiiMatch]:
     for m in _scan(_SSN_RE, text, windows):
-        if _ssn_ok(*m.groups()):
+        if ssn.is_valid("-".join(m.groups())):
             yield PiiMatch("national_id", m.start(), m.end(), m.group(), "us_ssn")
     for m in _scan(_SSN_BARE_RE, text, windows):
-        if _ssn_ok(*m.groups()) and _after_keyword(text, m.start(), _SSN_KEYWORD_RE):
+        if ssn.is_valid("-".join(m.groups())) and _after_keyword(text, m.start(), _SSN_KEYWORD_RE):
             yield PiiMatch("national_id", m.start(), m.end(), m.group(), "us_ssn")
     for m in _scan(_AADHAAR_RE, text, windows):
-        if _verhoeff_ok(_digits(m.group())):
+        if verhoeff.is_valid(_digits(m.group())):
             yield PiiMatch("national_id", m.start(), m.end(), m.group(), "in_aadhaar")
     for m in _scan(_BSN_RE, text, windows):
-        if _bsn_ok(_digits(m.group())) and _after_keyword(text, m.start(), _BSN_KEYWORD_RE):
+        digits = _digits(m.group())
+        if len(digits) == 9 and bsn.is_valid(digits) and _after_keyword(text, m.start(), _BSN_KEYWORD_RE):
             yield PiiMatch("national_id", m.start(), m.end(), m.group(), "nl_bsn")
 
 
