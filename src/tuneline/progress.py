@@ -1,4 +1,4 @@
-"""Progress bars on stderr for long data work (rich), shared by the stages and the CLI."""
+"""Progress bars on stderr (rich): the one factory, shared by the stages, the Trainer callback and the CLI."""
 
 from __future__ import annotations
 
@@ -16,19 +16,26 @@ from rich.progress import (
 )
 
 
-@contextmanager
-def phases() -> Iterator:
-    """Yield a callback (phase, done, total) that shows one bar per phase name."""
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
+def bars(label: str, *fields: str, console: Console | None = None) -> Progress:
+    """A rich Progress: ``label`` in bold, the bar, done/total, then each of ``fields`` (format strings
+    over ``task.fields``), elapsed time and the ETA; on stderr unless ``console`` says otherwise."""
+    return Progress(
+        TextColumn(f"[bold]{label}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *(TextColumn(f) for f in fields),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console or Console(stderr=True),
         transient=False,
     )
+
+
+@contextmanager
+def phases() -> Iterator:
+    """Yield a callback (phase, done, total) that shows one bar per phase name."""
+    progress = bars("{task.description}")
     tasks: dict[str, int] = {}
 
     def update(phase: str, done: int, total: int) -> None:

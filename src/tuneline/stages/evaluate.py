@@ -22,6 +22,7 @@ Written to ``eval/report.json``, ``eval/predictions.parquet`` (enough to recompu
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -32,7 +33,7 @@ import numpy as np
 from tuneline.config import Config
 from tuneline.data.records import Record, read_records
 from tuneline.errors import DataError
-from tuneline.runs import RunDir, atomic_write_json, atomic_write_text
+from tuneline.runs import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("tuneline.evaluate")
 
@@ -209,10 +210,9 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     report["audit"] = audit.measure(tuned_model, collator, run.data_dir, ev.audit.candidates, ev.batch_size)
     import pyarrow.parquet as pq
 
-    pq.write_table(
-        predictions_table(task, labels, records, scored, report), run.eval_dir / ".predictions.tmp"
-    )
-    (run.eval_dir / ".predictions.tmp").replace(run.eval_dir / "predictions.parquet")
+    buf = io.BytesIO()
+    pq.write_table(predictions_table(task, labels, records, scored, report), buf)
+    atomic_write_bytes(run.eval_dir / "predictions.parquet", buf.getvalue())
     atomic_write_json(run.eval_dir / "report.json", report)
     from tuneline.evaluation.report_html import render_report
 

@@ -5,16 +5,10 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from transformers import TrainerCallback
 
+from tuneline.progress import bars
 from tuneline.runs import RunDir
 
 
@@ -45,17 +39,8 @@ class ProgressCallback(TrainerCallback):
         self.samples_per_step = (
             args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         )
-        self.progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[rate]} samples/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
+        self.progress = bars(
+            "train", "loss {task.fields[loss]}", "{task.fields[rate]} samples/s", console=self.console
         )
         self.progress.start()
         self.task = self.progress.add_task(

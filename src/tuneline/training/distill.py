@@ -18,6 +18,7 @@ log-probabilities at those tokens, as in evaluation. The loss (Hinton et al.)::
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from tuneline.errors import ConfigError, DataError
+from tuneline.runs import atomic_write_bytes
 
 log = logging.getLogger("tuneline.distill")
 
@@ -140,11 +142,11 @@ def teacher_scores(cfg, run, records: list, labels: list[str]) -> tuple[dict[str
     s = score_labels(teacher.model, collator, records, labels, batch_size=cfg.eval.batch_size)
     ids = np.array([r.id for r in records])
     meta = {"labels": labels, "teacher": teacher.identity}
-    tmp = path.with_suffix(".tmp.npz")
+    buf = io.BytesIO()
     np.savez(
-        tmp, ids=ids, log_scores=s.log_probs, probabilities=s.probabilities, meta=np.array(json.dumps(meta))
+        buf, ids=ids, log_scores=s.log_probs, probabilities=s.probabilities, meta=np.array(json.dumps(meta))
     )
-    tmp.replace(path)
+    atomic_write_bytes(path, buf.getvalue())
     truth = [labels.index(r.target) for r in records if r.target in labels]
     acc = float(np.mean(s.probabilities.argmax(1)[: len(truth)] == truth)) if truth else float("nan")
     log.info("teacher scored %d records (accuracy on them %.3f), cached in %s", len(records), acc, path)
