@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from tuneline.errors import ModelError
 
@@ -62,6 +62,43 @@ class ModelFamily:
     @property
     def is_classifier(self) -> bool:
         return self.kind == "classifier"
+
+
+def vision_language_family(
+    name: str,
+    *,
+    build_tiny: Callable[..., None],
+    vision: str,
+    projector: str,
+    turn_end: str,
+    prefix: str = "model.",
+    lm_head: str = "lm_head",
+    lora_never: tuple[str, ...] = (),
+    **fields: Any,
+) -> ModelFamily:
+    """An image + text family loaded by ``AutoModelForImageTextToText``, from where its parts live.
+
+    ``vision`` and ``projector`` are attribute paths under ``prefix`` (the projector may sit inside the
+    vision tower, as Qwen-VL's merger does). LoRA "auto" targeting never adapts either (nor
+    ``lora_never``), and 4-bit quantization skips both and the LM head; generation stops at ``turn_end``.
+    """
+    vision_path, projector_path = prefix + vision, prefix + projector
+    kept_out = (vision,) if projector_path.startswith(vision_path + ".") else (vision, projector)
+    leaves = [path.rsplit(".", 1)[-1] for path in kept_out] + list(lora_never)
+    fields.setdefault("model_types", (name,))
+    return ModelFamily(
+        name=name,
+        multimodal=True,
+        auto_class="AutoModelForImageTextToText",
+        build_tiny=build_tiny,
+        exclude_from_lora=rf".*({'|'.join(leaves)}).*",
+        lora_never=lora_never,
+        projector_modules=(projector_path,),
+        vision_modules=(vision_path,),
+        turn_end_tokens=(turn_end,),
+        quant_skip_modules=(*(prefix + path for path in kept_out), lm_head),
+        **fields,
+    )
 
 
 _FAMILIES: dict[str, ModelFamily] = {}

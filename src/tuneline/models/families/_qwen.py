@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import ProcessorMixin
 
-from tuneline.models.families import ModelFamily
+from tuneline.models.families import ModelFamily, vision_language_family
 from tuneline.models.tiny import TEXT_SIZE, finish, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
@@ -118,16 +118,11 @@ def build_tiny(
 
 def family(name: str, build: Any, processor_cls: type) -> ModelFamily:
     """The registry entry both Qwen VL families share (they differ in name, builder and processor)."""
-    return ModelFamily(
-        name=name,
-        model_types=(name,),
-        multimodal=True,
-        auto_class="AutoModelForImageTextToText",
+    return vision_language_family(
+        name,
         build_tiny=build,
-        exclude_from_lora=r".*(visual).*",
-        projector_modules=("model.visual.merger",),
-        vision_modules=("model.visual",),
-        turn_end_tokens=("<|im_end|>",),
-        quant_skip_modules=("model.visual", "lm_head"),
+        vision="visual",
+        projector="visual.merger",
+        turn_end="<|im_end|>",
         processor_class=processor_cls,
     )

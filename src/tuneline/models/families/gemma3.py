@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneline.models.families import ModelFamily, register_family
+from tuneline.models.families import register_family, vision_language_family
 from tuneline.models.tiny import DEFAULT_SIZE, TINY_SIZES, VISION_SIZE, finish, head_dim, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
@@ -87,17 +87,12 @@ def build_tiny(folder: Path, seed: int, size: str = DEFAULT_SIZE) -> None:
 
 
 FAMILY = register_family(
-    ModelFamily(
-        name="gemma3",
-        model_types=("gemma3",),
-        multimodal=True,
-        auto_class="AutoModelForImageTextToText",
+    vision_language_family(
+        "gemma3",
         build_tiny=build_tiny,
+        vision="vision_tower",
+        projector="multi_modal_projector",
+        turn_end="<end_of_turn>",
         tiny_sizes=tuple(TINY_SIZES),
-        exclude_from_lora=r".*(vision_tower|multi_modal_projector).*",
-        projector_modules=("model.multi_modal_projector",),
-        vision_modules=("model.vision_tower",),
-        turn_end_tokens=("<end_of_turn>",),
-        quant_skip_modules=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
     )
 )

@@ -35,7 +35,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs
 
-from tuneline.models.families import ModelFamily, register_family, register_processor_standin
+from tuneline.models.families import register_family, register_processor_standin, vision_language_family
 from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
@@ -266,18 +266,15 @@ def build_tiny(folder: Path, seed: int) -> None:
 
 
 FAMILY = register_family(
-    ModelFamily(
-        name="llama4",
-        model_types=("llama4",),
-        multimodal=True,
-        auto_class="AutoModelForImageTextToText",
+    vision_language_family(
+        "llama4",
         build_tiny=build_tiny,
-        exclude_from_lora=r".*(vision_model|multi_modal_projector|router).*",
-        lora_never=("router",),
-        projector_modules=("multi_modal_projector",),
-        vision_modules=("vision_model",),
-        turn_end_tokens=("<|eot|>",),
-        quant_skip_modules=("vision_model", "multi_modal_projector", "language_model.lm_head"),
+        vision="vision_model",
+        projector="multi_modal_projector",
+        turn_end="<|eot|>",
+        prefix="",  # Llama4ForConditionalGeneration holds its parts at the top level
+        lm_head="language_model.lm_head",
+        lora_never=("router",),  # the MoE router
         processor_class=Llama4Processor,
         image_tokens=IMAGE_TOKENS,
     )

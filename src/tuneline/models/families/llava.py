@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneline.models.families import ModelFamily, register_family
+from tuneline.models.families import register_family, vision_language_family
 from tuneline.models.tiny import VISION_SIZE, finish, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
@@ -74,16 +74,11 @@ def build_tiny(folder: Path, seed: int) -> None:
 
 
 FAMILY = register_family(
-    ModelFamily(
-        name="llava",
-        model_types=("llava",),
-        multimodal=True,
-        auto_class="AutoModelForImageTextToText",
+    vision_language_family(
+        "llava",
         build_tiny=build_tiny,
-        exclude_from_lora=r".*(vision_tower|multi_modal_projector).*",
-        projector_modules=("model.multi_modal_projector",),
-        vision_modules=("model.vision_tower",),
-        turn_end_tokens=("</s>",),
-        quant_skip_modules=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
+        vision="vision_tower",
+        projector="multi_modal_projector",
+        turn_end="</s>",
     )
 )

@@ -21,7 +21,7 @@ from typing import Any
 
 from transformers import ProcessorMixin
 
-from tuneline.models.families import ModelFamily, register_family, register_processor_standin
+from tuneline.models.families import register_family, register_processor_standin, vision_language_family
 from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
@@ -193,17 +193,12 @@ def build_tiny_llava_pixtral(folder: Path, seed: int) -> None:
 
 
 FAMILY = register_family(
-    ModelFamily(
-        name="mistral3",
-        model_types=("mistral3",),
-        multimodal=True,
-        auto_class="AutoModelForImageTextToText",
+    vision_language_family(
+        "mistral3",
         build_tiny=build_tiny,
-        exclude_from_lora=r".*(vision_tower|multi_modal_projector).*",
-        projector_modules=("model.multi_modal_projector",),
-        vision_modules=("model.vision_tower",),
-        turn_end_tokens=("</s>",),
-        quant_skip_modules=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
+        vision="vision_tower",
+        projector="multi_modal_projector",
+        turn_end="</s>",
         processor_class=PixtralProcessor,
         image_tokens=IMAGE_TOKENS,
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from tuneline.models.families import ModelFamily, register_family
+from tuneline.models.families import register_family, vision_language_family
 from tuneline.models.tiny import EMBED_STD, VISION_SIZE, finish, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
@@ -109,17 +109,12 @@ def build_tiny(folder: Path, seed: int) -> None:
 
 
 FAMILY = register_family(
-    ModelFamily(
-        name="mllama",
-        model_types=("mllama",),
-        multimodal=True,
-        auto_class="AutoModelForImageTextToText",
+    vision_language_family(
+        "mllama",
         build_tiny=build_tiny,
-        exclude_from_lora=r".*(vision_model|multi_modal_projector).*",
-        projector_modules=("model.multi_modal_projector",),
-        vision_modules=("model.vision_model",),
-        turn_end_tokens=("<|eot_id|>",),
-        quant_skip_modules=("model.vision_model", "model.multi_modal_projector", "lm_head"),
+        vision="vision_model",
+        projector="multi_modal_projector",
+        turn_end="<|eot_id|>",
         image_tokens=("<|image|>",),
     )
 )
