@@ -1,17 +1,11 @@
 """Uncertainty for the evaluation stage: bootstrap CIs, paired comparisons, DeLong's test.
 
 Bootstrap
-    Percentile intervals: the ``alpha/2`` and ``1 - alpha/2`` quantiles (numpy's linear
-    interpolation) of the metric over resamples; the point estimate is the metric on all rows.
-    With ``groups`` (e.g. patient ids) whole groups are drawn with replacement and each brings all
-    its rows (cluster bootstrap), so correlated rows do not pass for independent evidence.
-    A resample where a metric is undefined (NaN, or a ``ValueError`` from a generic metric
-    function, e.g. one class only) is skipped for that metric and counted in ``n_skipped``.
-
-    Resample b draws ``n_units`` unit ids with ``rng.integers(0, n_units, n_units)`` from
-    ``numpy.random.default_rng(seed)``, one call per resample, so every function here sees the same
-    resamples for the same ``(n_rows, groups, n_resamples, seed)``: the vectorised headline metrics
-    (:func:`bootstrap_metrics`) and a generic ``metric_fn`` (:func:`bootstrap_ci`) agree.
+    The resamples, percentile intervals, the generic and the paired bootstrap (with its +1-corrected
+    p-value) are :mod:`tuneline.stats`, shared with the A/B report and re-exported here; see its
+    docstring for the definitions. The same resamples for the same ``(n_rows, groups, n_resamples,
+    seed)`` everywhere, so the vectorised headline metrics (:func:`bootstrap_metrics`) and a
+    generic ``metric_fn`` (:func:`bootstrap_ci`) agree.
 
     :func:`bootstrap_metrics` computes all headline metrics for all resamples at once: a resample
     is a vector of row multiplicities ``w``, and every metric is a function of weighted sums
@@ -20,15 +14,6 @@ Bootstrap
     ``sum_{i pos, j neg} w_i w_j ([s_i > s_j] + 0.5 [s_i = s_j]) / (W_pos W_neg)``; average
     precision is ``sum_t (R_t - R_{t-1}) P_t`` over distinct thresholds, as scikit-learn defines it.
     Both equal scikit-learn on the materialised resample (tests check 1e-12).
-
-Paired comparison
-    ``delta = metric(B) - metric(A)`` on the same resamples of the same rows (positive: B higher).
-    Two-sided p-value with the +1 correction:
-    ``p = min(1, 2 * min(1 + #{delta* <= 0}, 1 + #{delta* >= 0}) / (1 + B'))`` over the B' valid
-    resamples, so identical models give p = 1 and p is never 0.
-
-The resamples, percentile CIs and the generic bootstrap live in :mod:`tuneline.stats` (shared
-with the A/B report) and are re-exported here.
 
 DeLong
     :func:`delong_test` compares two correlated ROC-AUCs on the same rows with DeLong's variance,

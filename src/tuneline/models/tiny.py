@@ -53,6 +53,12 @@ def text_config(config_cls: type, tokenizer: Any, size: str = DEFAULT_SIZE, **ex
     )
 
 
+def save_checkpoint(folder: Any, model: Any, processor: Any) -> None:
+    """The checkpoint a tiny preset leaves: weights and config, the processor (or tokenizer) beside them."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
 def finish(model: Any, tokenizer: Any, stop_tokens: list[str]) -> None:
     """Embedding gain, and generation that stops at the end of a turn and pads with the pad token."""
     import torch

@@ -14,7 +14,7 @@ from typing import Any
 from transformers import ProcessorMixin
 
 from tuneline.models.families import ModelFamily, vision_language_family
-from tuneline.models.tiny import TEXT_SIZE, finish, text_config
+from tuneline.models.tiny import TEXT_SIZE, finish, save_checkpoint, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
@@ -112,8 +112,7 @@ def build_tiny(
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    save_checkpoint(folder, model, processor)
 
 
 def family(name: str, build: Any, processor_cls: type) -> ModelFamily:

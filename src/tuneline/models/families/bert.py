@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families import ModelFamily, register_family
-from tuneline.models.tiny import TEXT_SIZE
+from tuneline.models.tiny import TEXT_SIZE, save_checkpoint
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -55,8 +55,7 @@ def build_tiny(folder: Path, seed: int) -> None:
     )
     torch.manual_seed(seed)
     model = BertModel(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_checkpoint(folder, model, tokenizer)
 
 
 FAMILY = register_family(

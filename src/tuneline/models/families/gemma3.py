@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families import register_family, vision_language_family
-from tuneline.models.tiny import DEFAULT_SIZE, TINY_SIZES, VISION_SIZE, finish, head_dim, text_config
+from tuneline.models.tiny import (
+    DEFAULT_SIZE,
+    TINY_SIZES,
+    VISION_SIZE,
+    finish,
+    head_dim,
+    save_checkpoint,
+    text_config,
+)
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 # The shape of Gemma 3's own template, reduced to what a tiny model needs: image parts become
@@ -82,8 +90,7 @@ def build_tiny(folder: Path, seed: int, size: str = DEFAULT_SIZE) -> None:
         image_seq_length=TOKENS_PER_IMAGE,
         chat_template=CHAT_TEMPLATE,
     )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    save_checkpoint(folder, model, processor)
 
 
 FAMILY = register_family(

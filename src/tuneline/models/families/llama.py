@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families import ModelFamily, register_family
-from tuneline.models.tiny import DEFAULT_SIZE, TINY_SIZES, finish, text_config
+from tuneline.models.tiny import DEFAULT_SIZE, TINY_SIZES, finish, save_checkpoint, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
@@ -45,8 +45,7 @@ def build_tiny(folder: Path, seed: int, size: str = DEFAULT_SIZE) -> None:
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     finish(model, tokenizer, ["<|end_of_text|>", "<|eot_id|>"])
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_checkpoint(folder, model, tokenizer)
 
 
 FAMILY = register_family(

@@ -36,7 +36,7 @@ from transformers.image_utils import PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs
 
 from tuneline.models.families import register_family, register_processor_standin, vision_language_family
-from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, text_config
+from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, save_checkpoint, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
@@ -261,8 +261,7 @@ def build_tiny(folder: Path, seed: int) -> None:
         pixel_shuffle_ratio=PIXEL_SHUFFLE_RATIO,
         chat_template=CHAT_TEMPLATE,
     )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    save_checkpoint(folder, model, processor)
 
 
 FAMILY = register_family(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families import register_family, vision_language_family
-from tuneline.models.tiny import VISION_SIZE, finish, text_config
+from tuneline.models.tiny import VISION_SIZE, finish, save_checkpoint, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
@@ -69,8 +69,7 @@ def build_tiny(folder: Path, seed: int) -> None:
         chat_template=CHAT_TEMPLATE,
         num_additional_image_tokens=0,
     )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    save_checkpoint(folder, model, processor)
 
 
 FAMILY = register_family(

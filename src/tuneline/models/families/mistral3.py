@@ -22,7 +22,7 @@ from typing import Any
 from transformers import ProcessorMixin
 
 from tuneline.models.families import register_family, register_processor_standin, vision_language_family
-from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, text_config
+from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, save_checkpoint, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 # The shape of Mistral Small 3.1's template: [INST] user [/INST] answer</s>; images as [IMG].
@@ -136,18 +136,25 @@ def _vision_config():
     )
 
 
-def build_tiny(folder: Path, seed: int) -> None:
-    import torch
-    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, MistralConfig
+def _text_config(tokenizer: Any) -> Any:
+    """The Mistral language model both Pixtral layouts share."""
+    from transformers import MistralConfig
 
-    tokenizer = _tokenizer()
-    text = text_config(
+    return text_config(
         MistralConfig,
         tokenizer,
         head_dim=TEXT_SIZE["hidden_size"] // TEXT_SIZE["num_attention_heads"],
         sliding_window=None,
         tie_word_embeddings=True,
     )
+
+
+def build_tiny(folder: Path, seed: int) -> None:
+    import torch
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    tokenizer = _tokenizer()
+    text = _text_config(tokenizer)
     config = Mistral3Config(
         vision_config=_vision_config(),
         text_config=text,
@@ -159,24 +166,17 @@ def build_tiny(folder: Path, seed: int) -> None:
     torch.manual_seed(seed)
     model = Mistral3ForConditionalGeneration(config)
     finish(model, tokenizer, ["</s>"])
-    model.save_pretrained(folder)
-    _processor(tokenizer, SPATIAL_MERGE).save_pretrained(folder)
+    save_checkpoint(folder, model, _processor(tokenizer, SPATIAL_MERGE))
 
 
 def build_tiny_llava_pixtral(folder: Path, seed: int) -> None:
     """Pixtral in the LLaVA layout (``model_type`` llava, pixtral vision tower, no spatial merge), as
     Pixtral-12B is published for transformers; loaded by the llava family."""
     import torch
-    from transformers import LlavaConfig, LlavaForConditionalGeneration, MistralConfig
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     tokenizer = _tokenizer()
-    text = text_config(
-        MistralConfig,
-        tokenizer,
-        head_dim=TEXT_SIZE["hidden_size"] // TEXT_SIZE["num_attention_heads"],
-        sliding_window=None,
-        tie_word_embeddings=True,
-    )
+    text = _text_config(tokenizer)
     config = LlavaConfig(
         vision_config=_vision_config(),
         text_config=text,
@@ -188,8 +188,7 @@ def build_tiny_llava_pixtral(folder: Path, seed: int) -> None:
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
     finish(model, tokenizer, ["</s>"])
-    model.save_pretrained(folder)
-    _processor(tokenizer, 1).save_pretrained(folder)
+    save_checkpoint(folder, model, _processor(tokenizer, 1))
 
 
 FAMILY = register_family(

@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from tuneline.models.families import register_family, vision_language_family
-from tuneline.models.tiny import EMBED_STD, VISION_SIZE, finish, text_config
+from tuneline.models.tiny import EMBED_STD, VISION_SIZE, finish, save_checkpoint, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
@@ -104,8 +104,7 @@ def build_tiny(folder: Path, seed: int) -> None:
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    save_checkpoint(folder, model, processor)
 
 
 FAMILY = register_family(
