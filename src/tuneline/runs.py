@@ -28,9 +28,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
-from tuneline.config import Config, config_hash, to_yaml
+from pydantic import BaseModel, ConfigDict
+
+from tuneline.config import Config, config_hash, read_resolved, to_yaml
 from tuneline.errors import RunDirError
 
 log = logging.getLogger("tuneline")
@@ -152,6 +154,61 @@ def tuneline_version() -> str:
 
 
 # ---------------------------------------------------------------- the run directory
+class _Artifact(BaseModel):
+    """A JSON artifact of a run directory. Lenient on purpose (``extra="allow"``, optional fields): a run
+    directory written by an older tuneline still loads; the fields named here are the ones readers use."""
+
+    model_config = ConfigDict(extra="allow")
+    filename: ClassVar[str]
+
+    @classmethod
+    def path_in(cls, run: RunDir) -> Path:
+        return run.path / cls.filename
+
+    @classmethod
+    def read(cls, run: RunDir) -> Self:
+        return cls.model_validate_json(cls.path_in(run).read_text())
+
+    @classmethod
+    def read_or_none(cls, run: RunDir) -> Self | None:
+        path = cls.path_in(run)
+        return cls.model_validate_json(path.read_text()) if path.is_file() else None
+
+    def write(self, run: RunDir) -> Path:
+        path = self.path_in(run)
+        atomic_write_json(path, self.model_dump(mode="json"))
+        return path
+
+
+class Summary(_Artifact):
+    """summary.json: which stages completed, and each stage's section (``data``, ``train``, ``eval``, ...)."""
+
+    filename: ClassVar[str] = "summary.json"
+    run_dir: str | None = None
+    run_id: str | None = None
+    name: str | None = None
+    stages: list[str] = []
+    complete: bool = False
+    data: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
+
+
+class Provenance(_Artifact):
+    """provenance.json: versions, config hash, git state, environment, data snapshot and base model."""
+
+    filename: ClassVar[str] = "provenance.json"
+    tuneline_version: str | None = None
+    created: str | None = None
+    config_file: str | None = None
+    config_hash: str | None = None
+    git: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    base_model: dict[str, Any] | None = None
+    offline: dict[str, bool] = {}
+
+
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path).resolve()
@@ -278,6 +335,17 @@ class RunDir:
 
     def provenance(self) -> dict[str, Any]:
         return json.loads(self.provenance_file.read_text())
+
+    # typed views -------------------------------------------------------------------------
+    def config(self) -> Config:
+        """The run's validated config, read from config.resolved.yaml (``${ENV}`` values left unresolved)."""
+        return read_resolved(self.config_file)
+
+    def summary_model(self) -> Summary:
+        return Summary.read(self)
+
+    def provenance_model(self) -> Provenance:
+        return Provenance.read(self)
 
     def require(self, stage: str) -> None:
         if stage not in self.summary().get("stages", []):

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tuneline.config import Config
 from tuneline.data.checks import duplicates, images, labels, leakage, text
@@ -24,7 +24,24 @@ from tuneline.data.images import ImageLimits, inspect_images
 from tuneline.data.records import Record
 from tuneline.data.sources import read_source
 from tuneline.data.split import SPLITS, group_key, split_records
-from tuneline.runs import atomic_write_json
+from tuneline.runs import _Artifact, atomic_write_json
+
+
+class DataReport(_Artifact):
+    """data_report.json (written by :func:`write_report`, copied into the run directory by prepare):
+    the validation summary, its findings, dropped records and image sizes. Lenient (``extra="allow"``)."""
+
+    filename: ClassVar[str] = "data_report.json"
+    summary: dict[str, Any] = {}
+    findings: list[dict[str, Any]] = []
+    dropped: Any = None
+    images: dict[str, Any] = {}
+
+    @classmethod
+    def read_folder(cls, folder: Path) -> DataReport:
+        """The report in a ``data validate --out`` folder (not a run directory)."""
+        return cls.model_validate_json((folder / cls.filename).read_text())
+
 
 log = logging.getLogger("tuneline.data")
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -61,9 +78,7 @@ def _action(cfg: Config, code: str) -> str:
     return cfg.data.checks.actions.get(code, CHECKS[code][0])
 
 
-def _apply(
-    cfg: Config, raw: list[Finding]
-) -> tuple[list[Finding], dict[str, Finding], dict[str, Finding]]:
+def _apply(cfg: Config, raw: list[Finding]) -> tuple[list[Finding], dict[str, Finding], dict[str, Finding]]:
     """Set each finding's severity from its check's action; return (findings, errors, drops): the
     first failing / dropping finding of each record (keyed by record id, else by its source)."""
     out, errors, drops = [], {}, {}

@@ -12,8 +12,6 @@ import json
 import math
 from typing import Any
 
-import yaml
-
 from tuneline.config.schema import METRICS
 from tuneline.runs import RunDir
 
@@ -64,13 +62,13 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
     """Everything but the heading (which needs the version number the registry assigns)."""
     summary = run.summary()
     prov = run.provenance()
-    cfg = yaml.safe_load(run.config_file.read_text()) if run.config_file.is_file() else {}
+    cfg = run.config()
     data_report = _read_json(run.path / "data_report.json").get("summary") or {}
     report = _read_json(run.eval_dir / "report.json")
     base = prov.get("base_model") or {}
     data = prov.get("data") or summary.get("data") or {}
     ev = summary.get("eval") or {}
-    train_cfg = cfg.get("train") or {}
+    train_cfg = cfg.train
     train = summary.get("train") or {}
     gate = ev.get("gate")
     task = report.get("task") or ev.get("task") or "unknown"
@@ -92,7 +90,7 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
             else ")"
         )
     lines += [
-        f"Fine-tuned from `{base.get('id', '?')}` with tuneline ({train_cfg.get('method', 'lora')}) in run "
+        f"Fine-tuned from `{base.get('id', '?')}` with tuneline ({train_cfg.method}) in run "
         f"`{run.run_id}`. Evaluation gate: {verdict}.",
         "",
         "## Intended use",
@@ -120,7 +118,7 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
                 ["family", base.get("family", "?")],
                 ["hub revision", base.get("revision") or "–"],
                 ["content hash (sha256)", f"`{base.get('content_hash', '?')}`"],
-                ["dtype", (cfg.get("model") or {}).get("dtype", "?")],
+                ["dtype", cfg.model.dtype],
             ],
         ),
         "",
@@ -132,12 +130,12 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
     counts = data.get("counts") or {}
     if counts:
         lines.append("- Records per split: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    split_cfg = (cfg.get("data") or {}).get("split") or {}
+    split_cfg = cfg.data.split
     if split_cfg:
         lines.append(
-            f"- Split: {split_cfg.get('strategy', '?')} (train {split_cfg.get('train')}, "
-            f"val {split_cfg.get('val')}, test {split_cfg.get('test')}; "
-            f"seed {(cfg.get('run') or {}).get('seed')})"
+            f"- Split: {split_cfg.strategy} (train {split_cfg.train}, "
+            f"val {split_cfg.val}, test {split_cfg.test}; "
+            f"seed {cfg.run.seed})"
         )
     for src in data.get("sources") or []:
         lines.append(f"- Source: {src.get('type')} `{src.get('path')}` ({src.get('records', '?')} records)")
@@ -157,27 +155,27 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
             [[c, *((splits[s].get("labels") or {}).get(c, 0) for s in splits)] for c in classes],
         )
     lines += ["", "## Training", ""]
-    lora = train_cfg.get("lora") or {}
+    lora = train_cfg.lora
     settings = [
-        ["method", train_cfg.get("method", "?")],
-        ["LoRA r / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"],
-        ["learning rate", train_cfg.get("learning_rate")],
-        ["schedule", train_cfg.get("lr_scheduler")],
+        ["method", train_cfg.method],
+        ["LoRA r / alpha / dropout", f"{lora.r} / {lora.alpha} / {lora.dropout}"],
+        ["learning rate", train_cfg.learning_rate],
+        ["schedule", train_cfg.lr_scheduler],
         [
             "batch size × accumulation",
-            f"{train_cfg.get('batch_size')} × {train_cfg.get('gradient_accumulation_steps')}",
+            f"{train_cfg.batch_size} × {train_cfg.gradient_accumulation_steps}",
         ],
-        ["steps", train.get("steps", train_cfg.get("max_steps"))],
+        ["steps", train.get("steps", train_cfg.max_steps)],
         ["final training loss", _num(train.get("final_loss"), ".4f")],
         ["trainable parameters", train.get("trainable_parameters", "?")],
         [
             "projector / vision tower trained",
-            f"{train_cfg.get('train_projector')} / {train_cfg.get('train_vision_tower')}",
+            f"{train_cfg.train_projector} / {train_cfg.train_vision_tower}",
         ],
         ["accelerator-hours", _num((train.get("cost") or {}).get("accelerator_hours"), ".4f")],
         ["differential privacy", _dp_line((train.get("privacy") or {}).get("dp"))],
     ]
-    if train_cfg.get("method") == "full":
+    if train_cfg.method == "full":
         settings = [s for s in settings if not s[0].startswith("LoRA")]
     lines += _table(["setting", "value"], settings)
 

@@ -13,8 +13,6 @@ import json
 import math
 from typing import Any
 
-import yaml
-
 from tuneline.runs import RunDir
 
 PREFIX = "tuneline."
@@ -63,9 +61,9 @@ def lineage_tags(run: RunDir) -> dict[str, str]:
     git = prov.get("git") or {}
     env = prov.get("environment") or {}
     ev = summary.get("eval") or {}
-    # The resolved config as written (not re-validated: its ${ENV} templates need not resolve here).
-    cfg = yaml.safe_load(run.config_file.read_text()) if run.config_file.is_file() else {}
-    train, model = cfg.get("train") or {}, cfg.get("model") or {}
+    # The resolved config as written, validated; its ${ENV} templates stay templates (not resolved here).
+    cfg = run.config()
+    train, model = cfg.train, cfg.model
     tags: dict[str, Any] = {
         "tuneline.run_id": run.run_id,
         "tuneline.run_dir": str(run.path),
@@ -84,8 +82,8 @@ def lineage_tags(run: RunDir) -> dict[str, str]:
         "tuneline.base_model_revision": base.get("revision") or base.get("content_hash"),
         "tuneline.base_model_hub_revision": base.get("revision"),
         "tuneline.base_model_content_hash": base.get("content_hash"),
-        "tuneline.method": train.get("method", "lora"),
-        "tuneline.model_dtype": model.get("dtype", "float32"),
+        "tuneline.method": train.method,
+        "tuneline.model_dtype": model.dtype,
         "tuneline.task": ev.get("task"),
         "tuneline.eval_split": ev.get("split"),
         "tuneline.git_commit": git.get("commit"),
