@@ -290,7 +290,7 @@ class RunDir:
         candidates = sorted((p for p in root.glob("*") if (p / "summary.json").is_file()), reverse=True)
         for path in candidates:
             run = cls(path)
-            if with_stage in run.summary().get("stages", []):
+            if with_stage in run.summary_model().stages:
                 return run
         raise RunDirError(
             f"no run under {root} has completed the {with_stage} stage",
@@ -304,9 +304,9 @@ class RunDir:
         wanted = config_hash(cfg)
         for path in sorted((p for p in root.glob("*") if (p / "summary.json").is_file()), reverse=True):
             run = cls(path)
-            if run.summary().get("complete"):
+            if run.summary_model().complete:
                 return None  # the newest run of this name finished: start a new one
-            if run.provenance().get("config_hash") == wanted:
+            if run.provenance_model().config_hash == wanted:
                 return run
         return None
 
@@ -331,7 +331,7 @@ class RunDir:
 
     def record_offline(self, stage: str, offline: bool) -> None:
         """provenance.json's ``offline``: for each stage run, whether the offline guard was on."""
-        self.update_provenance(offline={**(self.provenance().get("offline") or {}), stage: offline})
+        self.update_provenance(offline={**self.provenance_model().offline, stage: offline})
 
     def provenance(self) -> dict[str, Any]:
         return json.loads(self.provenance_file.read_text())
@@ -348,7 +348,7 @@ class RunDir:
         return Provenance.read(self)
 
     def require(self, stage: str) -> None:
-        if stage not in self.summary().get("stages", []):
+        if stage not in self.summary_model().stages:
             raise RunDirError(
                 f"the {stage} stage has not completed in {self.path}",
                 hint=f"run `tuneline {stage} CONFIG --run-dir {self.path}` first",
@@ -395,11 +395,11 @@ class RunDir:
                     + "".join(traceback.format_exception(exc))
                 ),
             )
-            stages = [s for s in self.summary().get("stages", []) if STAGES.index(s) < STAGES.index(name)]
+            stages = [s for s in self.summary_model().stages if STAGES.index(s) < STAGES.index(name)]
             self.update_summary(stages=stages, complete=False, failed_stage=name)
             raise
         else:
-            stages = [s for s in self.summary().get("stages", []) if STAGES.index(s) < STAGES.index(name)]
+            stages = [s for s in self.summary_model().stages if STAGES.index(s) < STAGES.index(name)]
             stages.append(name)
             summary = self.summary()
             summary.pop("failed_stage", None)
