@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tuneline.artifacts import DataReport, EvalReport
 from tuneline.config import Config
-from tuneline.data.validate import DataReport
-from tuneline.evaluation.report import EvalReport
 from tuneline.registry.card import render_card
 from tuneline.registry.lineage import lineage_rows, lineage_tags, metrics_from_tags
 from tuneline.runs import Provenance, RunDir, Summary

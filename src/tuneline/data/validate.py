@@ -15,8 +15,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+from tuneline.artifacts import (
+    DataReport as DataReport,  # re-exported: the typed view of what this module writes
+)
 from tuneline.config import Config
 from tuneline.data.checks import duplicates, images, labels, leakage, text
 from tuneline.data.findings import CHECKS, SEVERITY_OF_ACTION, Finding
@@ -24,24 +27,7 @@ from tuneline.data.images import ImageLimits, inspect_images
 from tuneline.data.records import Record
 from tuneline.data.sources import read_source
 from tuneline.data.split import SPLITS, group_key, split_records
-from tuneline.runs import _Artifact, atomic_write_json
-
-
-class DataReport(_Artifact):
-    """data_report.json (written by :func:`write_report`, copied into the run directory by prepare):
-    the validation summary, its findings, dropped records and image sizes. Lenient (``extra="allow"``)."""
-
-    filename: ClassVar[str] = "data_report.json"
-    summary: dict[str, Any] = {}
-    findings: list[dict[str, Any]] = []
-    dropped: Any = None
-    images: dict[str, Any] = {}
-
-    @classmethod
-    def read_folder(cls, folder: Path) -> DataReport:
-        """The report in a ``data validate --out`` folder (not a run directory)."""
-        return cls.model_validate_json((folder / cls.filename).read_text())
-
+from tuneline.runs import atomic_write_json
 
 log = logging.getLogger("tuneline.data")
 Progress = Callable[[str, int, int], None]  # (phase, done, total)

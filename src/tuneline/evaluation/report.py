@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
+from tuneline.artifacts import (
+    EvalReport as EvalReport,  # re-exported: the typed view of what this module writes
+)
 from tuneline.config import Config
 from tuneline.config.schema import LOWER_IS_BETTER
 from tuneline.data.records import Record
@@ -41,32 +43,6 @@ from tuneline.data.sources.manifest import numbers_from_text
 from tuneline.evaluation import metrics as M
 from tuneline.evaluation import stats as S
 from tuneline.evaluation.gate import GateEvidence, beaten_by, evaluate_gate
-from tuneline.runs import RunDir, _Artifact
-
-
-class EvalReport(_Artifact):
-    """eval/report.json (built by :func:`build_report`): models' metrics with CIs, comparisons, slices, gate.
-    Lenient (``extra="allow"``): the sections not named here (threshold, delong, audit, ...) stay readable."""
-
-    filename: ClassVar[str] = "eval/report.json"
-    task: str | None = None
-    split: str | None = None
-    n: int | None = None
-    labels: list[str] = []
-    positive: str | None = None
-    grouped_by: str | None = None
-    models: dict[str, dict[str, Any]] = {}
-    comparisons: list[dict[str, Any]] = []
-    slices: dict[str, Any] = {}
-    gate: dict[str, Any] | None = None
-    primary: str | None = None
-    beaten_by: list[dict[str, Any]] = []
-    not_beaten: list[Any] = []
-    privacy: dict[str, Any] | None = None
-
-    @classmethod
-    def path_in(cls, run: RunDir) -> Path:
-        return run.eval_dir / "report.json"
 
 
 def default_primary(cfg: Config, task: str) -> str:
