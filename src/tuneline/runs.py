@@ -192,6 +192,8 @@ class Summary(_Artifact):
     data: dict[str, Any] | None = None
     train: dict[str, Any] | None = None
     eval: dict[str, Any] | None = None
+    mlflow: dict[str, Any] | None = None  # the tracking run this run logged to (run_id)
+    failed_stage: str | None = None
 
 
 class Provenance(_Artifact):

@@ -54,22 +54,22 @@ def _finite(v: Any) -> bool:
 
 
 def lineage_tags(run: RunDir) -> dict[str, str]:
-    prov = run.provenance()
-    summary = run.summary()
-    base = prov.get("base_model") or {}
-    data = prov.get("data") or {}
-    git = prov.get("git") or {}
-    env = prov.get("environment") or {}
-    ev = summary.get("eval") or {}
+    prov = run.provenance_model()
+    summary = run.summary_model()
+    base = prov.base_model or {}
+    data = prov.data or {}
+    git = prov.git or {}
+    env = prov.environment or {}
+    ev = summary.eval or {}
     # The resolved config as written, validated; its ${ENV} templates stay templates (not resolved here).
     cfg = run.config()
     train, model = cfg.train, cfg.model
     tags: dict[str, Any] = {
         "tuneline.run_id": run.run_id,
         "tuneline.run_dir": str(run.path),
-        "tuneline.version": prov.get("tuneline_version"),
-        "tuneline.config_hash": prov.get("config_hash"),
-        "tuneline.config_file": prov.get("config_file"),
+        "tuneline.version": prov.tuneline_version,
+        "tuneline.config_hash": prov.config_hash,
+        "tuneline.config_file": prov.config_file,
         "tuneline.data_fingerprint": data.get("fingerprint"),
         "tuneline.data_snapshot": data.get("snapshot"),
         "tuneline.data_counts": json.dumps(data.get("counts"), sort_keys=True)
@@ -90,7 +90,7 @@ def lineage_tags(run: RunDir) -> dict[str, str]:
         "tuneline.git_dirty": git.get("dirty"),
         "tuneline.environment_hash": env.get("packages_hash"),
     }
-    dp = ((summary.get("train") or {}).get("privacy") or {}).get("dp")
+    dp = ((summary.train or {}).get("privacy") or {}).get("dp")
     if dp:  # differentially private training: what it spent
         tags["tuneline.dp_epsilon"] = f"{dp['epsilon']:.6g}"
         tags["tuneline.dp_delta"] = f"{dp['delta']:.6g}"
