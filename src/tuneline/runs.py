@@ -176,7 +176,8 @@ class _Artifact(BaseModel):
 
     def write(self, run: RunDir) -> Path:
         path = self.path_in(run)
-        atomic_write_json(path, self.model_dump(mode="json"))
+        # Fields neither read nor set stay out: a read-then-written artifact keeps the keys it had.
+        atomic_write_json(path, self.model_dump(mode="json", exclude_unset=True))
         return path
 
 
