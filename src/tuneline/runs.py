@@ -28,9 +28,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
-from tuneline.config import Config, config_hash, to_yaml
+from pydantic import BaseModel, ConfigDict
+
+from tuneline.config import Config, config_hash, read_resolved, to_yaml
 from tuneline.errors import RunDirError
 
 log = logging.getLogger("tuneline")
@@ -161,6 +163,64 @@ def tuneline_version() -> str:
 
 
 # ---------------------------------------------------------------- the run directory
+class _Artifact(BaseModel):
+    """A JSON artifact of a run directory. Lenient on purpose (``extra="allow"``, optional fields): a run
+    directory written by an older tuneline still loads; the fields named here are the ones readers use."""
+
+    model_config = ConfigDict(extra="allow")
+    filename: ClassVar[str]
+
+    @classmethod
+    def path_in(cls, run: RunDir) -> Path:
+        return run.path / cls.filename
+
+    @classmethod
+    def read(cls, run: RunDir) -> Self:
+        return cls.model_validate_json(cls.path_in(run).read_text())
+
+    @classmethod
+    def read_or_none(cls, run: RunDir) -> Self | None:
+        path = cls.path_in(run)
+        return cls.model_validate_json(path.read_text()) if path.is_file() else None
+
+    def write(self, run: RunDir) -> Path:
+        path = self.path_in(run)
+        # Fields neither read nor set stay out: a read-then-written artifact keeps the keys it had.
+        atomic_write_json(path, self.model_dump(mode="json", exclude_unset=True))
+        return path
+
+
+class Summary(_Artifact):
+    """summary.json: which stages completed, and each stage's section (``data``, ``train``, ``eval``, ...)."""
+
+    filename: ClassVar[str] = "summary.json"
+    run_dir: str | None = None
+    run_id: str | None = None
+    name: str | None = None
+    stages: list[str] = []
+    complete: bool = False
+    data: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
+    mlflow: dict[str, Any] | None = None  # the tracking run this run logged to (run_id)
+    failed_stage: str | None = None
+
+
+class Provenance(_Artifact):
+    """provenance.json: versions, config hash, git state, environment, data snapshot and base model."""
+
+    filename: ClassVar[str] = "provenance.json"
+    tuneline_version: str | None = None
+    created: str | None = None
+    config_file: str | None = None
+    config_hash: str | None = None
+    git: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    base_model: dict[str, Any] | None = None
+    offline: dict[str, bool] = {}
+
+
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path).resolve()
@@ -242,7 +302,7 @@ class RunDir:
         candidates = sorted((p for p in root.glob("*") if (p / "summary.json").is_file()), reverse=True)
         for path in candidates:
             run = cls(path)
-            if with_stage in run.summary().get("stages", []):
+            if with_stage in run.summary_model().stages:
                 return run
         raise RunDirError(
             f"no run under {root} has completed the {with_stage} stage",
@@ -256,9 +316,9 @@ class RunDir:
         wanted = config_hash(cfg)
         for path in sorted((p for p in root.glob("*") if (p / "summary.json").is_file()), reverse=True):
             run = cls(path)
-            if run.summary().get("complete"):
+            if run.summary_model().complete:
                 return None  # the newest run of this name finished: start a new one
-            if run.provenance().get("config_hash") == wanted:
+            if run.provenance_model().config_hash == wanted:
                 return run
         return None
 
@@ -283,13 +343,24 @@ class RunDir:
 
     def record_offline(self, stage: str, offline: bool) -> None:
         """provenance.json's ``offline``: for each stage run, whether the offline guard was on."""
-        self.update_provenance(offline={**(self.provenance().get("offline") or {}), stage: offline})
+        self.update_provenance(offline={**self.provenance_model().offline, stage: offline})
 
     def provenance(self) -> dict[str, Any]:
         return json.loads(self.provenance_file.read_text())
 
+    # typed views -------------------------------------------------------------------------
+    def config(self) -> Config:
+        """The run's validated config, read from config.resolved.yaml (``${ENV}`` values left unresolved)."""
+        return read_resolved(self.config_file)
+
+    def summary_model(self) -> Summary:
+        return Summary.read(self)
+
+    def provenance_model(self) -> Provenance:
+        return Provenance.read(self)
+
     def require(self, stage: str) -> None:
-        if stage not in self.summary().get("stages", []):
+        if stage not in self.summary_model().stages:
             raise RunDirError(
                 f"the {stage} stage has not completed in {self.path}",
                 hint=f"run `tuneline {stage} CONFIG --run-dir {self.path}` first",
@@ -336,11 +407,11 @@ class RunDir:
                     + "".join(traceback.format_exception(exc))
                 ),
             )
-            stages = [s for s in self.summary().get("stages", []) if STAGES.index(s) < STAGES.index(name)]
+            stages = [s for s in self.summary_model().stages if STAGES.index(s) < STAGES.index(name)]
             self.update_summary(stages=stages, complete=False, failed_stage=name)
             raise
         else:
-            stages = [s for s in self.summary().get("stages", []) if STAGES.index(s) < STAGES.index(name)]
+            stages = [s for s in self.summary_model().stages if STAGES.index(s) < STAGES.index(name)]
             stages.append(name)
             summary = self.summary()
             summary.pop("failed_stage", None)

@@ -437,3 +437,14 @@ def config_hash(config: Config) -> str:
     """sha256 of the resolved config (secrets as their ${ENV} templates), without deployment sections."""
     d = {k: v for k, v in to_dict(config).items() if k not in DEPLOYMENT_SECTIONS}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def read_resolved(path: str | Path) -> Config:
+    """A run's ``config.resolved.yaml`` validated as a :class:`Config`, ``${ENV}`` values left as written
+    (the file stores them as templates; they are not resolved against this machine's environment)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = list(dict.fromkeys(_format_error(e, {}, {}) for e in exc.errors(include_url=False)))
+        raise ConfigError(problems, source=str(path)) from None

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneline.artifacts import (
+    DataReport as DataReport,  # re-exported: the typed view of what this module writes
+)
 from tuneline.config import Config
 from tuneline.data.checks import duplicates, images, labels, leakage, text
 from tuneline.data.findings import CHECKS, SEVERITY_OF_ACTION, Finding
@@ -61,9 +64,7 @@ def _action(cfg: Config, code: str) -> str:
     return cfg.data.checks.actions.get(code, CHECKS[code][0])
 
 
-def _apply(
-    cfg: Config, raw: list[Finding]
-) -> tuple[list[Finding], dict[str, Finding], dict[str, Finding]]:
+def _apply(cfg: Config, raw: list[Finding]) -> tuple[list[Finding], dict[str, Finding], dict[str, Finding]]:
     """Set each finding's severity from its check's action; return (findings, errors, drops): the
     first failing / dropping finding of each record (keyed by record id, else by its source)."""
     out, errors, drops = [], {}, {}

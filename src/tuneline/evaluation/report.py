@@ -33,6 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from tuneline.artifacts import (
+    EvalReport as EvalReport,  # re-exported: the typed view of what this module writes
+)
 from tuneline.config import Config
 from tuneline.config.schema import LOWER_IS_BETTER
 from tuneline.data.records import Record

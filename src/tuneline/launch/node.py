@@ -117,14 +117,14 @@ def run_node(a: NodeArgs) -> int:
             rd = RunDir.create(cfg, a.config, run_id=a.job_id)
         else:
             rd = RunDir.open(path)
-        if "prepare" not in rd.summary().get("stages", []):
+        if "prepare" not in rd.summary_model().stages:
             run_stage("prepare", cfg, rd, report=_report)
     else:
         rd = _wait_prepared(path, a.wait_timeout)
-        if "train" in rd.summary().get("stages", []):
+        if "train" in rd.summary_model().stages:
             return 0  # a retry of node 0's evaluation: nothing to train
 
-    if "train" not in rd.summary().get("stages", []):
+    if "train" not in rd.summary_model().stages:
         if a.world_size == 1:
             run_stage("train", cfg, rd, report=_report)
         else:
@@ -152,7 +152,7 @@ def run_node(a: NodeArgs) -> int:
     if a.node_rank != 0:
         return 0
     if a.command == "run":
-        done = set(rd.summary().get("stages", []))
+        done = set(rd.summary_model().stages)
         if "evaluate" not in done:
             run_stage("evaluate", cfg, rd, report=_report)
         if cfg.registry.enabled and "register" not in done:
@@ -172,7 +172,7 @@ def _wait_prepared(path: Path, timeout: float):
         if summary.is_file():
             try:
                 rd = RunDir.open(path)
-                if "prepare" in rd.summary().get("stages", []):
+                if "prepare" in rd.summary_model().stages:
                     return rd
             except (OSError, ValueError):
                 pass  # mid-write on a shared filesystem

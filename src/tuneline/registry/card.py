@@ -8,12 +8,10 @@ MLflow run), printed by ``tuneline models show`` and written as README.md by ``t
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
-import yaml
-
+from tuneline.artifacts import DataReport, EvalReport
 from tuneline.config.schema import METRICS
 from tuneline.runs import RunDir
 
@@ -45,13 +43,6 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return out
 
 
-def _read_json(path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def render_card(run: RunDir, *, name: str, version: str, tags: dict[str, str]) -> str:
     return card_heading(name, version) + card_body(run, tags)
 
@@ -62,23 +53,23 @@ def card_heading(name: str, version: str) -> str:
 
 def card_body(run: RunDir, tags: dict[str, str]) -> str:
     """Everything but the heading (which needs the version number the registry assigns)."""
-    summary = run.summary()
-    prov = run.provenance()
-    cfg = yaml.safe_load(run.config_file.read_text()) if run.config_file.is_file() else {}
-    data_report = _read_json(run.path / "data_report.json").get("summary") or {}
-    report = _read_json(run.eval_dir / "report.json")
-    base = prov.get("base_model") or {}
-    data = prov.get("data") or summary.get("data") or {}
-    ev = summary.get("eval") or {}
-    train_cfg = cfg.get("train") or {}
-    train = summary.get("train") or {}
+    summary = run.summary_model()
+    prov = run.provenance_model()
+    cfg = run.config()
+    data_report = (DataReport.read_or_none(run) or DataReport()).summary
+    report = EvalReport.read_or_none(run) or EvalReport()
+    base = prov.base_model or {}
+    data = prov.data or summary.data or {}
+    ev = summary.eval or {}
+    train_cfg = cfg.train
+    train = summary.train or {}
     gate = ev.get("gate")
-    task = report.get("task") or ev.get("task") or "unknown"
-    labels = report.get("labels") or []
+    task = report.task or ev.get("task") or "unknown"
+    labels = report.labels
 
     lines: list[str] = []
     # The red lines of the run summary open the card: a reader who stops here knows.
-    for beaten in report.get("beaten_by") or ev.get("beaten_by") or []:
+    for beaten in report.beaten_by or ev.get("beaten_by") or []:
         lines += [f"> **{beaten['sentence']}.**", ">"]
     if lines:
         lines[-1] = ""
@@ -92,7 +83,7 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
             else ")"
         )
     lines += [
-        f"Fine-tuned from `{base.get('id', '?')}` with tuneline ({train_cfg.get('method', 'lora')}) in run "
+        f"Fine-tuned from `{base.get('id', '?')}` with tuneline ({train_cfg.method}) in run "
         f"`{run.run_id}`. Evaluation gate: {verdict}.",
         "",
         "## Intended use",
@@ -120,7 +111,7 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
                 ["family", base.get("family", "?")],
                 ["hub revision", base.get("revision") or "–"],
                 ["content hash (sha256)", f"`{base.get('content_hash', '?')}`"],
-                ["dtype", (cfg.get("model") or {}).get("dtype", "?")],
+                ["dtype", cfg.model.dtype],
             ],
         ),
         "",
@@ -132,12 +123,12 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
     counts = data.get("counts") or {}
     if counts:
         lines.append("- Records per split: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    split_cfg = (cfg.get("data") or {}).get("split") or {}
+    split_cfg = cfg.data.split
     if split_cfg:
         lines.append(
-            f"- Split: {split_cfg.get('strategy', '?')} (train {split_cfg.get('train')}, "
-            f"val {split_cfg.get('val')}, test {split_cfg.get('test')}; "
-            f"seed {(cfg.get('run') or {}).get('seed')})"
+            f"- Split: {split_cfg.strategy} (train {split_cfg.train}, "
+            f"val {split_cfg.val}, test {split_cfg.test}; "
+            f"seed {cfg.run.seed})"
         )
     for src in data.get("sources") or []:
         lines.append(f"- Source: {src.get('type')} `{src.get('path')}` ({src.get('records', '?')} records)")
@@ -157,37 +148,38 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
             [[c, *((splits[s].get("labels") or {}).get(c, 0) for s in splits)] for c in classes],
         )
     lines += ["", "## Training", ""]
-    lora = train_cfg.get("lora") or {}
+    lora = train_cfg.lora
     settings = [
-        ["method", train_cfg.get("method", "?")],
-        ["LoRA r / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"],
-        ["learning rate", train_cfg.get("learning_rate")],
-        ["schedule", train_cfg.get("lr_scheduler")],
+        ["method", train_cfg.method],
+        ["LoRA r / alpha / dropout", f"{lora.r} / {lora.alpha} / {lora.dropout}"],
+        ["learning rate", train_cfg.learning_rate],
+        ["schedule", train_cfg.lr_scheduler],
         [
             "batch size × accumulation",
-            f"{train_cfg.get('batch_size')} × {train_cfg.get('gradient_accumulation_steps')}",
+            f"{train_cfg.batch_size} × {train_cfg.gradient_accumulation_steps}",
         ],
-        ["steps", train.get("steps", train_cfg.get("max_steps"))],
+        ["steps", train.get("steps", train_cfg.max_steps)],
         ["final training loss", _num(train.get("final_loss"), ".4f")],
         ["trainable parameters", train.get("trainable_parameters", "?")],
         [
             "projector / vision tower trained",
-            f"{train_cfg.get('train_projector')} / {train_cfg.get('train_vision_tower')}",
+            f"{train_cfg.train_projector} / {train_cfg.train_vision_tower}",
         ],
         ["accelerator-hours", _num((train.get("cost") or {}).get("accelerator_hours"), ".4f")],
         ["differential privacy", _dp_line((train.get("privacy") or {}).get("dp"))],
     ]
-    if train_cfg.get("method") == "full":
+    if train_cfg.method == "full":
         settings = [s for s in settings if not s[0].startswith("LoRA")]
     lines += _table(["setting", "value"], settings)
 
     lines += ["", "## Evaluation", ""]
-    models = report.get("models") or {}
+    models = report.models
     if models:
         lines.append(
-            f"On the {report.get('split', ev.get('split', '?'))} split ({report.get('n', '?')} records); "
+            f"On the {report.split or ev.get('split', '?')} split "
+            f"({report.n if report.n is not None else '?'} records); "
             "95% bootstrap CIs in brackets"
-            + (f", resampled by {report['grouped_by']}." if report.get("grouped_by") else ".")
+            + (f", resampled by {report.grouped_by}." if report.grouped_by else ".")
         )
         lines.append("")
         names = [m for m in ("tuned", "base", "few_shot", "embedding_logreg", "prior") if m in models]
@@ -202,18 +194,18 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
                 row.append(_num(value) + _ci((entry.get("ci") or {}).get(metric)))
             rows.append(row)
         lines += _table(["metric", *names], rows)
-        th = report.get("threshold") or {}
+        th = report.threshold or {}
         tuned_t = (th.get("per_model") or {}).get("tuned")
         if tuned_t is not None:
             lines += [
                 "",
                 f"Decision threshold of the tuned model: {_num(tuned_t, '.4g')} (chosen on the "
                 f"{th.get('split') or 'val'} split by {th.get('method')}; positive class "
-                f"`{report.get('positive')}`).",
+                f"`{report.positive}`).",
             ]
-        comps = [c for c in report.get("comparisons") or [] if c.get("metric") == report.get("primary")]
+        comps = [c for c in report.comparisons if c.get("metric") == report.primary]
         if comps:
-            lines += ["", f"Paired comparisons on {report.get('primary')} (tuned − other):", ""]
+            lines += ["", f"Paired comparisons on {report.primary} (tuned − other):", ""]
             lines += _table(
                 ["other", "delta", "95% CI", "p", "method"],
                 [
@@ -230,10 +222,10 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
     else:
         tuned = ev.get("tuned") or {}
         lines += _table(["metric", "tuned"], [[k, _num(v)] for k, v in tuned.items() if k != "n"])
-    slices = report.get("slices") or {}
+    slices = report.slices
     if slices:
         lines += ["", "### Slices", ""]
-        primary = report.get("primary") or "accuracy"
+        primary = report.primary or "accuracy"
         for column, entry in slices.items():
             rows = []
             for value, per_model in (entry.get("values") or {}).items():
@@ -248,7 +240,7 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
                 lines += [f"Too small to score: {small}."]
             lines.append("")
 
-    audit = report.get("audit")
+    audit = report.audit
     if audit:
         lines += ["", "## Memorisation audit", ""]
         lines.append(
@@ -276,17 +268,17 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
         )
 
     lines += ["", "## Limitations", ""]
-    n = report.get("n") or ev.get("n")
+    n = report.n or ev.get("n")
     lines.append(
         f"- Evaluated on {n if n is not None else 'an unknown number of'} held-out records from the "
         "same source as the training data; the CIs above show how much that sample can say."
     )
-    if not (report.get("slices") or {}):
+    if not report.slices:
         lines.append("- No slices were evaluated: performance on subgroups is unknown.")
     if isinstance(n, int) and n < 100:
         lines.append("- Fewer than 100 evaluation records: estimates are imprecise.")
-    if report.get("not_beaten"):
-        lines.append(f"- Did not beat on {report.get('primary')}: {', '.join(report['not_beaten'])}.")
+    if report.not_beaten:
+        lines.append(f"- Did not beat on {report.primary}: {', '.join(report.not_beaten)}.")
     if gate is not None and not gate["passed"]:
         lines.append(
             "- The evaluation gate failed: not fit for promotion without an explicit, recorded reason."

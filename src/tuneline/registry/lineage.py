@@ -13,8 +13,6 @@ import json
 import math
 from typing import Any
 
-import yaml
-
 from tuneline.runs import RunDir
 
 PREFIX = "tuneline."
@@ -56,22 +54,22 @@ def _finite(v: Any) -> bool:
 
 
 def lineage_tags(run: RunDir) -> dict[str, str]:
-    prov = run.provenance()
-    summary = run.summary()
-    base = prov.get("base_model") or {}
-    data = prov.get("data") or {}
-    git = prov.get("git") or {}
-    env = prov.get("environment") or {}
-    ev = summary.get("eval") or {}
-    # The resolved config as written (not re-validated: its ${ENV} templates need not resolve here).
-    cfg = yaml.safe_load(run.config_file.read_text()) if run.config_file.is_file() else {}
-    train, model = cfg.get("train") or {}, cfg.get("model") or {}
+    prov = run.provenance_model()
+    summary = run.summary_model()
+    base = prov.base_model or {}
+    data = prov.data or {}
+    git = prov.git or {}
+    env = prov.environment or {}
+    ev = summary.eval or {}
+    # The resolved config as written, validated; its ${ENV} templates stay templates (not resolved here).
+    cfg = run.config()
+    train, model = cfg.train, cfg.model
     tags: dict[str, Any] = {
         "tuneline.run_id": run.run_id,
         "tuneline.run_dir": str(run.path),
-        "tuneline.version": prov.get("tuneline_version"),
-        "tuneline.config_hash": prov.get("config_hash"),
-        "tuneline.config_file": prov.get("config_file"),
+        "tuneline.version": prov.tuneline_version,
+        "tuneline.config_hash": prov.config_hash,
+        "tuneline.config_file": prov.config_file,
         "tuneline.data_fingerprint": data.get("fingerprint"),
         "tuneline.data_snapshot": data.get("snapshot"),
         "tuneline.data_counts": json.dumps(data.get("counts"), sort_keys=True)
@@ -84,15 +82,15 @@ def lineage_tags(run: RunDir) -> dict[str, str]:
         "tuneline.base_model_revision": base.get("revision") or base.get("content_hash"),
         "tuneline.base_model_hub_revision": base.get("revision"),
         "tuneline.base_model_content_hash": base.get("content_hash"),
-        "tuneline.method": train.get("method", "lora"),
-        "tuneline.model_dtype": model.get("dtype", "float32"),
+        "tuneline.method": train.method,
+        "tuneline.model_dtype": model.dtype,
         "tuneline.task": ev.get("task"),
         "tuneline.eval_split": ev.get("split"),
         "tuneline.git_commit": git.get("commit"),
         "tuneline.git_dirty": git.get("dirty"),
         "tuneline.environment_hash": env.get("packages_hash"),
     }
-    dp = ((summary.get("train") or {}).get("privacy") or {}).get("dp")
+    dp = ((summary.train or {}).get("privacy") or {}).get("dp")
     if dp:  # differentially private training: what it spent
         tags["tuneline.dp_epsilon"] = f"{dp['epsilon']:.6g}"
         tags["tuneline.dp_delta"] = f"{dp['delta']:.6g}"

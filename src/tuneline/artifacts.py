@@ -1,0 +1,57 @@
+"""The typed views of the reports in a run directory, at the runs layer so that every reader (registry,
+serving, launch, the CLI) can load them without importing the evaluation or data packages that write them.
+
+``EvalReport`` (eval/report.json) is written by :mod:`tuneline.evaluation.report` and ``DataReport``
+(data_report.json) by :mod:`tuneline.data.validate`; both modules re-export them. ``Summary`` and
+``Provenance`` live in :mod:`tuneline.runs`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tuneline.runs import RunDir, _Artifact
+
+
+class EvalReport(_Artifact):
+    """eval/report.json (built by :func:`build_report`): models' metrics with CIs, comparisons, slices, gate.
+    Lenient (``extra="allow"``): the sections not named here (threshold, delong, audit, ...) stay readable."""
+
+    filename: ClassVar[str] = "eval/report.json"
+    task: str | None = None
+    split: str | None = None
+    n: int | None = None
+    labels: list[str] = []
+    positive: str | None = None
+    grouped_by: str | None = None
+    models: dict[str, dict[str, Any]] = {}
+    comparisons: list[dict[str, Any]] = []
+    slices: dict[str, Any] = {}
+    gate: dict[str, Any] | None = None
+    primary: str | None = None
+    beaten_by: list[dict[str, Any]] = []
+    not_beaten: list[Any] = []
+    privacy: dict[str, Any] | None = None
+    threshold: dict[str, Any] | None = None
+    audit: dict[str, Any] | None = None
+
+    @classmethod
+    def path_in(cls, run: RunDir) -> Path:
+        return run.eval_dir / "report.json"
+
+
+class DataReport(_Artifact):
+    """data_report.json (written by :func:`write_report`, copied into the run directory by prepare):
+    the validation summary, its findings, dropped records and image sizes. Lenient (``extra="allow"``)."""
+
+    filename: ClassVar[str] = "data_report.json"
+    summary: dict[str, Any] = {}
+    findings: list[dict[str, Any]] = []
+    dropped: Any = None
+    images: dict[str, Any] = {}
+
+    @classmethod
+    def read_folder(cls, folder: Path) -> DataReport:
+        """The report in a ``data validate --out`` folder (not a run directory)."""
+        return cls.model_validate_json((folder / cls.filename).read_text())
