@@ -173,9 +173,7 @@ def precision_recall(series: Sequence[dict[str, Any]], *, prevalence: float | No
     return svg(fig, "pr")
 
 
-def calibration(
-    series: Sequence[dict[str, Any]], *, n_bins: int, ylabel: str, xlabel: str
-) -> Markup | None:
+def calibration(series: Sequence[dict[str, Any]], *, n_bins: int, ylabel: str, xlabel: str) -> Markup | None:
     """Reliability diagram (scikit-learn's CalibrationDisplay) over a histogram of the probabilities."""
     from sklearn.calibration import CalibrationDisplay
 

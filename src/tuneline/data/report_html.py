@@ -91,16 +91,10 @@ def _anchor(code: str) -> str:
     return "check-" + re.sub(r"[^A-Za-z0-9_-]+", "-", str(code))
 
 
-
-
-
-
 def _ordered_splits(names: Iterable[str]) -> list[str]:
     names = list(names)
     known = [s for s in SPLIT_ORDER if s in names]
     return known + sorted(n for n in names if n not in known)
-
-
 
 
 # --------------------------------------------------------------------------------------------------
