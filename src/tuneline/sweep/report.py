@@ -20,7 +20,8 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def plot(frontier: dict) -> Markup:
-    from tuneline.evaluation.report_html import _figure, _svg
+    from tuneline.plots import figure as _figure
+    from tuneline.plots import svg as _svg
 
     cost = frontier["cost_metric"]
     rows = [t for t in frontier["trials"] if t["metric"] is not None and t.get(cost) is not None]

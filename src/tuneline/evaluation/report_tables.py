@@ -1,0 +1,329 @@
+"""The evaluation report's tables as plain dicts for the template: verdict, metrics, serving side,
+paired comparisons, slices and the decision threshold (everything but the plots)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tuneline.evaluation.report_format import (
+    ALIASES,
+    DASH,
+    MODEL_NOTES,
+    THRESHOLD_METHODS,
+    _best,
+    _ci_pair,
+    _ci_text,
+    _cost,
+    _delta_ci_text,
+    _digits,
+    _finite,
+    _fmt,
+    _label,
+    _lookup,
+    _lower_is_better,
+    _model_order,
+    _pct,
+    _pvalue,
+    _seconds,
+    _signed,
+)
+
+
+def _metrics_table(
+    report: Mapping[str, Any], models: Sequence[str], columns: Sequence[str]
+) -> dict[str, Any]:
+    rows = []
+    best = {c: _best({m: _lookup(report["models"][m].get("metrics"), c) for m in models}, c) for c in columns}
+    for m in models:
+        entry = report["models"][m]
+        cells = []
+        for c in columns:
+            value = _lookup(entry.get("metrics"), c)
+            ci = _lookup(entry.get("ci"), c)
+            cells.append(
+                {
+                    "value": _fmt(value, _digits(c)),
+                    "ci": _ci_text(ci, _digits(c)) if ci is not None or _finite(value) else "",
+                    "best": m in best[c],
+                }
+            )
+        note = entry.get("note") or MODEL_NOTES.get(m, "")  # a stage may say more
+        rows.append({"model": m, "note": note, "cells": cells})
+    return {
+        "columns": [
+            {"key": c, "label": _label(c), "arrow": "↓" if _lower_is_better(c) else "↑", "primary": i == 0}
+            for i, c in enumerate(columns)
+        ],
+        "rows": rows,
+    }
+
+
+def _ops_table(report: Mapping[str, Any], models: Sequence[str]) -> dict[str, Any]:
+    classification = report.get("task") != "generation"
+    has_loss = any(_finite(report["models"][m].get("loss")) for m in models)
+    rows = []
+    for m in models:
+        e = report["models"][m]
+        lat = e.get("latency") or {}
+        rows.append(
+            {
+                "model": m,
+                "threshold": _fmt(e.get("threshold")),
+                "invalid": _pct(e.get("invalid_label_rate")),
+                "p50": _seconds(lat.get("p50_s")),
+                "p95": _seconds(lat.get("p95_s")),
+                "throughput": f"{lat['predictions_per_s']:.1f}/s"
+                if _finite(lat.get("predictions_per_s"))
+                else DASH,
+                "cost": _cost(e.get("cost_per_1k")),
+                "loss": _fmt(e.get("loss"), 3),
+            }
+        )
+    return {"rows": rows, "classification": classification, "has_loss": has_loss}
+
+
+def _comparisons(
+    report: Mapping[str, Any], models: Sequence[str], columns: Sequence[str]
+) -> dict[str, Any] | None:
+    comps = [c for c in report.get("comparisons") or [] if isinstance(c, Mapping)]
+    if not comps:
+        return None
+    others = _model_order(c.get("a") for c in comps if c.get("a") is not None)
+    order = {c: i for i, c in enumerate(columns)}
+    keys: list[tuple[str, str]] = []
+    for c in comps:
+        key = (str(c.get("metric")), str(c.get("method") or ""))
+        if key not in keys:
+            keys.append(key)
+
+    def rank(key: tuple[str, str]) -> tuple[int, int]:
+        metric, method = key
+        idx = next((order[n] for n in ALIASES.get(metric, (metric,)) if n in order), len(order))
+        return idx, 0 if method == "paired bootstrap" else 1
+
+    keys.sort(key=rank)
+    primary = report.get("primary")
+    rows = []
+    for metric, method in keys:
+        cells = []
+        for other in others:
+            c = next(
+                (
+                    x
+                    for x in comps
+                    if x.get("a") == other and x.get("metric") == metric and (x.get("method") or "") == method
+                ),
+                None,
+            )
+            if c is None:
+                cells.append(None)
+                continue
+            delta = c.get("delta")
+            low, high = _ci_pair(c.get("ci"))
+            sign = -1.0 if _lower_is_better(metric) else 1.0
+            direction = ""
+            if _finite(delta) and delta != 0:
+                direction = "better" if sign * delta > 0 else "worse"
+            significant = _finite(low) and _finite(high) and (low > 0 or high < 0)
+            cells.append(
+                {
+                    "delta": _signed(delta, _digits(metric)),
+                    "ci": _delta_ci_text(c.get("ci"), _digits(metric)),
+                    "p": _pvalue(c.get("p_value")),
+                    "pair": f"{other} {_fmt(c.get('value_a'), _digits(metric))} → tuned "
+                    f"{_fmt(c.get('value_b'), _digits(metric))}",
+                    "direction": direction,
+                    "significant": significant,
+                    "unit": c.get("unit") or "",
+                }
+            )
+        rows.append(
+            {
+                "metric": _label(metric),
+                "code": metric,
+                "method": method or DASH,
+                "arrow": "↓" if _lower_is_better(metric) else "↑",
+                "primary": metric == primary and method == "paired bootstrap",
+                "cells": cells,
+            }
+        )
+    return {"others": others, "rows": rows, "delong": any(m == "delong" for _, m in keys)}
+
+
+def _verdict(report: Mapping[str, Any], models: Sequence[str]) -> dict[str, Any]:
+    gate = report.get("gate") if isinstance(report.get("gate"), Mapping) else None
+    primary = str(report.get("primary") or "")
+    comps = [c for c in report.get("comparisons") or [] if isinstance(c, Mapping)]
+
+    def comparison(other: str) -> Mapping[str, Any] | None:
+        return next(
+            (
+                c
+                for c in comps
+                if c.get("a") == other
+                and c.get("metric") == primary
+                and c.get("method") == "paired bootstrap"
+            ),
+            next((c for c in comps if c.get("a") == other and c.get("metric") == primary), None),
+        )
+
+    sentences = []
+    for other in report.get("not_beaten") or []:
+        c = comparison(str(other))
+        text = f"Fine-tuning did not beat {other} on {primary}"
+        if c is not None:
+            d = _digits(primary)
+            text += (
+                f": tuned {_fmt(c.get('value_b'), d)} vs {other} {_fmt(c.get('value_a'), d)}, "
+                f"difference {_signed(c.get('delta'), d)} (95% CI {_delta_ci_text(c.get('ci'), d)})"
+            )
+        sentences.append(text + ".")
+    beaten = [
+        m
+        for m in models
+        if m != "tuned" and m not in (report.get("not_beaten") or []) and comparison(m) is not None
+    ]
+    tuned = report["models"].get("tuned") or {}
+    head = {
+        "metric": _label(primary) if primary else DASH,
+        "value": _fmt(_lookup(tuned.get("metrics"), primary), _digits(primary)),
+        "ci": _ci_text(_lookup(tuned.get("ci"), primary), _digits(primary)),
+    }
+    against = gate.get("against") if gate else None
+    if against and against in report["models"]:
+        head["against"] = against
+        head["against_value"] = _fmt(
+            _lookup(report["models"][against].get("metrics"), primary), _digits(primary)
+        )
+    else:
+        head["against"] = None
+        head["against_value"] = DASH
+    rules = []
+    if gate:
+        for r in gate.get("rules") or []:
+            rules.append(
+                {
+                    "passed": bool(r.get("passed")),
+                    "rule": str(r.get("rule", "")),
+                    "detail": str(r.get("detail") or ""),
+                }
+            )
+    state = "none" if gate is None else ("pass" if gate.get("passed") else "fail")
+    red = [str(b.get("sentence")) for b in report.get("beaten_by") or [] if isinstance(b, Mapping)]
+    perm = report.get("permutation") if isinstance(report.get("permutation"), Mapping) else None
+    perm_text = ""
+    if perm and _finite(perm.get("p_value")):
+        perm_text = (
+            f"Label-permutation test: tuned {_label(str(perm.get('metric')))} "
+            f"{_fmt(perm.get('observed'), 3)} against {_fmt(perm.get('null_mean'), 3)} on average "
+            f"(95th percentile {_fmt(perm.get('null_q95'), 3)}) with the test labels permuted "
+            f"{perm.get('n_permutations')} times ({perm.get('unit')}): p = {_pvalue(perm.get('p_value'))}."
+        )
+    return {
+        "beaten_by": red,
+        "permutation": perm_text,
+        "state": state,
+        "primary": primary,
+        "primary_label": _label(primary),
+        "against": against,
+        "rules": rules,
+        "not_beaten": sentences,
+        "beaten": beaten,
+        "head": head,
+    }
+
+
+def _slices(report: Mapping[str, Any], models: Sequence[str]) -> list[dict[str, Any]]:
+    """Per slice column: one row per (value, model), metrics as columns (narrow for any model count)."""
+    slices = report.get("slices") or {}
+    primary = str(report.get("primary") or "")
+    labels = report.get("labels") or []
+    if report.get("task") == "generation":
+        wanted = [primary]
+    elif len(labels) == 2:
+        wanted = [primary, "sensitivity", "specificity", "accuracy"]
+    else:
+        wanted = [primary, "accuracy", "balanced_accuracy", "f1"]
+    wanted = [w for i, w in enumerate(wanted) if w and w not in wanted[:i]]
+    out = []
+    for column, entry in slices.items():
+        if not isinstance(entry, Mapping):
+            continue
+        values = {str(k): (v or {}) for k, v in (entry.get("values") or {}).items()}
+        present = [m for m in models if any(m in v for v in values.values())]
+        present += _model_order(m for v in values.values() for m in v if m not in present)
+        metrics = [
+            w
+            for w in wanted
+            if any(_lookup(v.get(m), w) is not None for v in values.values() for m in present)
+        ] or wanted[:1]
+        groups = []
+        for value, per_model in values.items():
+            shown = [m for m in present if m in per_model]
+            n = next(
+                (per_model[m].get("n") for m in shown if (per_model[m] or {}).get("n") is not None), None
+            )
+            best = {w: _best({m: _lookup(per_model[m], w) for m in shown}, w) for w in metrics}
+            rows = [
+                {
+                    "model": m,
+                    "cells": [
+                        {"value": _fmt(_lookup(per_model[m], w), _digits(w)), "best": m in best[w]}
+                        for w in metrics
+                    ],
+                }
+                for m in shown
+            ]
+            groups.append({"value": value, "n": f"{int(n):,}" if _finite(n) else DASH, "rows": rows})
+        too_small = entry.get("too_small") or {}
+        out.append(
+            {
+                "column": str(column),
+                "metrics": [
+                    {"key": w, "label": _label(w), "arrow": "↓" if _lower_is_better(w) else "↑"}
+                    for w in metrics
+                ],
+                "groups": groups,
+                "too_small": [
+                    {"value": str(v), "n": f"{int(n):,}" if _finite(n) else DASH}
+                    for v, n in too_small.items()
+                ],
+            }
+        )
+    return out
+
+
+def _threshold(report: Mapping[str, Any], models: Sequence[str]) -> dict[str, Any] | None:
+    th = report.get("threshold")
+    if not isinstance(th, Mapping):
+        return None
+    method = str(th.get("method") or "fixed")
+    per_model = th.get("per_model") or {}
+    rows = []
+    for m in models:
+        e = report["models"].get(m) or {}
+        choice = e.get("threshold_choice") or {}
+        t = per_model.get(m, e.get("threshold"))
+        metrics = e.get("metrics") or {}
+        rows.append(
+            {
+                "model": m,
+                "threshold": _fmt(t),
+                "method": str(choice.get("method") or (method if choice else "fixed")),
+                "val_sens": _fmt(choice.get("sensitivity")),
+                "val_spec": _fmt(choice.get("specificity")),
+                "val_j": _fmt(choice.get("youden_j")),
+                "test_sens": _fmt(_lookup(metrics, "sensitivity")),
+                "test_spec": _fmt(_lookup(metrics, "specificity")),
+            }
+        )
+    target = th.get("target_sensitivity")
+    return {
+        "method": method,
+        "explain": THRESHOLD_METHODS.get(method, ""),
+        "target": _fmt(target, 2) if _finite(target) else None,
+        "split": th.get("split"),
+        "evaluated": (report.get("splits") or {}).get("evaluated") or report.get("split"),
+        "rows": rows,
+    }
