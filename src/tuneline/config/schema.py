@@ -39,6 +39,14 @@ Encoding = Annotated[str, AfterValidator(known_encoding)]
 """A text encoding Python knows (data.sources[].encoding)."""
 
 
+
+def _cpu_count() -> int:
+    """Cores this process may use (os.process_cpu_count, Python 3.13+), else os.cpu_count()."""
+    import os
+
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return max(1, count or 1)
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -279,7 +287,11 @@ class DataConfig(Section):
     checks: ChecksConfig = Field(
         default_factory=ChecksConfig, description="Validation actions and thresholds."
     )
-    workers: int = Field(1, gt=0, description="Processes used to inspect images.")
+    workers: int = Field(
+        default_factory=lambda: _cpu_count(),
+        gt=0,
+        description="Processes used to inspect images (default: the cores this process may use).",
+    )
 
 
 class LoraConfig(Section):
