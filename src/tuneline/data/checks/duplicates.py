@@ -22,6 +22,7 @@ the thousand): no pair of two different digits reaches 0.98.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from pathlib import Path
 
@@ -65,8 +66,59 @@ def _reduce(path: str) -> Reduced | None:
     return np.asarray(im, dtype=np.uint8).copy(), colour
 
 
+def _box_weights(size: int, lo: float, hi: float) -> np.ndarray:
+    """(THUMB, size) weights of PIL's BOX resample of the source span [lo, hi) to THUMB pixels."""
+    scale = (hi - lo) / THUMB
+    support = 0.5 * max(scale, 1.0)
+    out = np.zeros((THUMB, size), dtype=np.float64)
+    for i in range(THUMB):
+        centre = lo + (i + 0.5) * scale
+        x0 = max(int(centre - support + 0.5), 0)
+        x1 = min(int(centre + support + 0.5), size)
+        t = (np.arange(x0, x1) - centre + 0.5) / max(scale, 1.0)
+        w = ((t > -0.5) & (t <= 0.5)).astype(np.float64)
+        out[i, x0:x1] = w / w.sum() if w.sum() else w
+    return out
+
+
+_AXIS = [(z, s) for z in SCALES for s in SHIFTS]  # per axis, in _GRID's nesting order
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_weights(size: int) -> np.ndarray:
+    rows = []
+    for z, s in _AXIS:
+        c = size / z
+        m = (size - c) / 2
+        centre = size / 2 + max(-m, min(m, s * size))
+        rows.append(_box_weights(size, centre - c / 2, centre + c / 2))
+    return np.stack(rows).astype(np.float32)  # (len(_AXIS), THUMB, size)
+
+
 def _grid(small: np.ndarray) -> np.ndarray:
-    """Unit-norm 16x16 RGB thumbnails over the zoom/shift grid of one reduced image."""
+    """Unit-norm 16x16 RGB thumbnails over the zoom/shift grid of one reduced image.
+
+    One separable matrix product per axis (PIL's BOX weights, in float) instead of 225 resizes:
+    ~50x faster, the same thumbnails up to PIL's 8-bit rounding between its two passes.
+    """
+    h, w = small.shape[:2]
+    wx, wy = _axis_weights(w), _axis_weights(h)  # (A, T, w), (A, T, h)
+    img = small.astype(np.float32).transpose(2, 0, 1)  # (3, h, w)
+    cols = img[None] @ wx.transpose(0, 2, 1)[:, None]  # (A_x, 3, h, T)
+    thumbs = wy[:, None, None] @ cols[None]  # (A_y, A_x, 3, T, T)
+    thumbs = thumbs.transpose(0, 1, 3, 4, 2)  # (A_y, A_x, T_y, T_x, 3)
+    # _GRID order: zx, zy, sx, sy -> index (zx, sx) on x and (zy, sy) on y.
+    n_z, n_s = len(SCALES), len(SHIFTS)
+    t = thumbs.reshape(n_z, n_s, n_z, n_s, THUMB, THUMB, 3)  # (zy, sy, zx, sx, ...)
+    t = t.transpose(2, 0, 3, 1, 4, 5, 6).reshape(len(_GRID), THUMB * THUMB, 3)
+    t = t - t.mean(axis=1, keepdims=True)  # per channel: a colour cast is not structure
+    t = t.reshape(len(_GRID), -1)
+    norms = np.linalg.norm(t, axis=1, keepdims=True)
+    return np.where(norms > 0, t / np.where(norms > 0, norms, 1), t)
+
+
+def _grid_pil(small: np.ndarray) -> np.ndarray:
+    """The reference: 225 PIL resizes (kept for the test that pins _grid to it)."""
     im = Image.fromarray(small, "RGB")
     w, h = im.size
     rows = []
