@@ -292,6 +292,12 @@ class DataConfig(Section):
         gt=0,
         description="Processes used to inspect images (default: the cores this process may use).",
     )
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="Where the per-image checks run: local (a process pool of data.workers) or ray "
+        "(Ray Data map_batches on the cluster ray.init() finds, e.g. RAY_ADDRESS; pip install "
+        "'tuneline[ray]'). Cross-record checks, split and report run here on the gathered results.",
+    )
 
 
 class LoraConfig(Section):
