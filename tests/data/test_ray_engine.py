@@ -69,3 +69,14 @@ def test_ray_engine_matches_local_engine(workdir, shapes_dir, tmp_path):
     assert files["ray"] == files["local"]
     for rel in files["local"]:
         assert (snaps["ray"].path / rel).read_bytes() == (snaps["local"].path / rel).read_bytes(), rel
+
+
+def test_ray_engine_without_ray_names_the_extra(monkeypatch):
+    import sys
+
+    from tuneline.data.images import ImageLimits
+    from tuneline.data.validate import inspect_images_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(RuntimeError, match=r"pip install 'tuneline\[ray\]'"):
+        inspect_images_ray(["a.png"], ImageLimits())
