@@ -8,6 +8,16 @@ beat the floor: goals are ours/floor >= 1.0 on 512x512 images and >= 1.5 on 4000
     OMP_NUM_THREADS=1 python benchmarks/bench_validate.py --small 2000 --large 100 --workers 2
 
 Generated images are cached in ``--out`` (default: a folder in the temp dir) between runs.
+
+``--commands`` instead times what a user runs, end to end: ``tuneline data validate`` and
+``tuneline data prepare`` as subprocesses on synthetic dermoscopy in ISIC's layout (``tuneline data
+synth dermoscopy``, 1.76% malignant, ~3 lesions per synthetic patient), at each of ``--sizes``
+images, plus ``--large-count`` images at ``--large-side`` px. Each row gives wall, images/s, peak
+RSS (``os.wait4``'s ru_maxrss: the largest single process of the command, workers included), and
+the decode floor (open + full load of the same files, same workers); the last lines give the
+growth exponent (log-log slope between the smallest and largest size) of time and RSS.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_validate.py --commands --sizes 1000,4000 --workers 1
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -159,6 +171,99 @@ def neardup_scaling() -> list[tuple[int, float, int]]:
     return rows
 
 
+# ---------------------------------------------------------------- the commands, end to end
+
+CONFIG = """run: {{name: bench, seed: 0}}
+model: {{base: tiny:gemma3}}
+data:
+  sources:
+    - type: manifest
+      path: {root}/train.csv
+      image_dir: {root}/jpeg/train
+      image_extension: .jpg
+      label_column: target
+      labels: {{"0": benign, "1": malignant}}
+      group_column: patient_id
+      metadata_columns: [sex, age_approx, anatom_site_general_challenge]
+      prompt: "Dermoscopy image of a skin lesion. Is it benign or malignant?"
+  split: {{strategy: stratified_group, train: 0.7, val: 0.15, test: 0.15}}
+  images: {{max_side: 64}}
+  workers: {workers}
+  checks: {{min_class_fraction: 0.01}}
+"""
+LESIONS_PER_PATIENT = 3.0  # what the synthetic generator draws on average
+
+
+def dermoscopy(folder: Path, images: int, side: int) -> list[Path]:
+    """A synthetic ISIC-layout set of about ``images`` images (cached: reused when present)."""
+    jpegs = sorted((folder / "jpeg" / "train").glob("*.jpg"))
+    if not (folder / "train.csv").is_file():
+        patients = max(2, round(images / LESIONS_PER_PATIENT))
+        print(f"  generating {folder.name}: {patients} patients at {side}px ...", file=sys.stderr)
+        cmd = ["tuneline", "data", "synth", "dermoscopy", str(folder), "--n", str(patients)]
+        subprocess.run([*cmd, "--size", str(side), "--prevalence", "0.0176"], check=True)
+        jpegs = sorted((folder / "jpeg" / "train").glob("*.jpg"))
+    return jpegs
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float, int]:
+    """(wall s, peak RSS GB of the largest process, exit status) of one command."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):  # 1: the dataset failed its checks, still a full run
+        print(proc.stderr.read().decode()[-2000:] if proc.stderr else "", file=sys.stderr)
+    return wall, usage.ru_maxrss / 2**20, proc.returncode
+
+
+def commands(args: argparse.Namespace) -> int:
+    sets = [(n, args.side) for n in args.sizes] + (
+        [(args.large_count, args.large_side)] if args.large_count else []
+    )
+    print(f"cpus: {os.cpu_count()}, workers: {args.workers}, data in {args.out}")
+    head = (
+        f"{'images':>7} {'side':>5} {'command':<9} {'wall s':>8} {'img/s':>7} {'peak RSS GB':>11} "
+        f"{'floor img/s':>11} {'x floor':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    rows: dict[str, list[tuple[int, float, float]]] = {"validate": [], "prepare": []}
+    for n, side in sets:
+        folder = args.out / f"dermoscopy_{n}_{side}"
+        folder.mkdir(parents=True, exist_ok=True)
+        jpegs = dermoscopy(folder, n, side)
+        cfg = folder / "bench.yaml"
+        cfg.write_text(CONFIG.format(root=folder, workers=args.workers))
+        warm_page_cache(jpegs)
+        t_floor = floor(jpegs, args.workers)
+        for name, cmd in (
+            ("validate", ["tuneline", "data", "validate", str(cfg), "--out", str(folder / "report")]),
+            ("prepare", ["tuneline", "data", "prepare", str(cfg)]),
+        ):
+            if name == "prepare":
+                shutil.rmtree(folder / ".tuneline", ignore_errors=True)  # a new snapshot, not a reuse
+            wall, rss, rc = timed(cmd, folder)
+            count = len(jpegs)
+            if side == args.side:
+                rows[name].append((count, wall, rss))
+            lines.append(
+                f"{count:>7} {side:>5} {name:<9} {wall:>8.1f} {count / wall:>7.1f} {rss:>11.2f} "
+                f"{count / t_floor:>11.1f} {t_floor / wall:>7.2f}" + ("" if rc in (0, 1) else f"  exit {rc}")
+            )
+            print(lines[-1], file=sys.stderr)
+    print("\n".join(lines))
+    for name, pts in rows.items():
+        if len(pts) >= 2:
+            (n0, t0, r0), (n1, t1, r1) = pts[0], pts[-1]
+            k = math.log(n1 / n0)
+            print(
+                f"{name}: growth exponent of time {math.log(t1 / t0) / k:.2f}, "
+                f"of peak RSS {math.log(r1 / r0) / k:.2f}"
+            )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--small", type=int, default=2000, help="512x512 JPEGs (default 2000)")
@@ -166,7 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="process count for the second row (default 2)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement, best kept (default 3)")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "tuneline-bench-images")
+    ap.add_argument("--commands", action="store_true", help="time tuneline data validate/prepare end to end")
+    ap.add_argument(
+        "--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1000, 4000, 16000, 33000]
+    )
+    ap.add_argument("--side", type=int, default=512, help="--commands: image side (default 512)")
+    ap.add_argument("--large-count", type=int, default=1000, help="--commands: large images (0: none)")
+    ap.add_argument("--large-side", type=int, default=4000, help="--commands: their side (default 4000)")
     args = ap.parse_args(argv)
+    if args.commands:
+        return commands(args)
 
     print(
         f"cpus: {os.cpu_count()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, images in {args.out}"

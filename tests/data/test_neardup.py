@@ -287,3 +287,33 @@ def test_exact_duplicate_groups():
     assert exact_duplicate_groups(shas) == [[0, 3, 6], [2, 5]]
     assert exact_duplicate_groups([]) == []
     assert exact_duplicate_groups(["x", "y"]) == []
+
+
+def test_thumbnail_grid_matches_pil_resizes_and_cache_is_bounded(tmp_path):
+    """The vectorised grid is PIL's 225 BOX resizes up to 8-bit rounding; grids kept are capped."""
+    import numpy as np
+    from PIL import Image
+
+    from tuneline.data.checks import duplicates
+
+    rng = np.random.default_rng(0)
+    for shape in ((64, 64, 3), (40, 57, 3)):
+        # Smooth content (a copy's thumbnails), then a noisy copy of it: the best correlation of
+        # one's base thumbnail against the other's grid is what the check compares.
+        y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+        a = np.stack([128 + 100 * np.sin(x / 7 + c) * np.cos(y / 9) for c in range(3)], axis=-1)
+        b = a + rng.normal(0, 8, a.shape)
+        a, b = (np.clip(v, 0, 255).astype(np.uint8) for v in (a, b))
+        fast = (duplicates._grid(a)[duplicates._BASE] @ duplicates._grid(b).T).max()
+        ref = (duplicates._grid_pil(a)[duplicates._BASE] @ duplicates._grid_pil(b).T).max()
+        assert abs(fast - ref) < 0.005
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    pixels = duplicates._Pixels(grid_cache=2)
+    for p in paths:
+        assert pixels.get(p) is not None
+    assert len(pixels.grids) == 2 and len(pixels.reduced) == 5
+    assert all(r[0].nbytes <= 64 * 64 * 3 for r in pixels.reduced.values())

@@ -119,7 +119,11 @@ def validate(
         min_side=dc.images.min_side, max_pixels=dc.images.max_pixels, max_aspect=dc.images.max_aspect
     )
     cb = (lambda done: progress("images", done, len(paths))) if progress else None
-    infos = dict(zip(paths, inspect_images(paths, limits, workers=dc.workers, progress=cb), strict=True))
+    if dc.engine == "ray":
+        inspected = inspect_images_ray(paths, limits, progress=cb)
+    else:
+        inspected = inspect_images(paths, limits, workers=dc.workers, progress=cb)
+    infos = dict(zip(paths, inspected, strict=True))
 
     # 3. Per-record checks.
     raw += images.check(records, infos, dc.images)
@@ -196,6 +200,50 @@ def validate(
         passed,
     )
     return Validation(rows, splits, findings, dropped, infos, passed, summary, links, records)
+
+
+RAY_BATCH = 64
+
+
+def _ray_batch(batch: dict[str, Any], limits: ImageLimits) -> dict[str, Any]:
+    """One Ray Data batch of paths -> their inspections (small: hashes, header facts), pickled."""
+    import pickle
+
+    from tuneline.data.images import inspect_image
+
+    infos = [pickle.dumps(inspect_image(str(p), limits)) for p in batch["path"]]
+    return {"index": batch["index"], "info": infos}
+
+
+def inspect_images_ray(paths: list[str], limits: ImageLimits, progress: Callable | None = None) -> list:
+    """``inspect_images`` as a Ray Data ``map_batches`` over the cluster that ``ray.init()`` joins
+    (a local one, or ``RAY_ADDRESS`` / an ``address=`` given before); results in input order.
+    The workers must read the same paths (a shared file system or mounted bucket)."""
+    import pickle
+
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise RuntimeError(
+            "data.engine: ray needs Ray Data, which is not installed: pip install 'tuneline[ray]' "
+            "(or set data.engine: local)"
+        ) from exc
+    if not paths:
+        return []
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, log_to_driver=False)
+    ds = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
+    ds = ds.map_batches(_ray_batch, fn_kwargs={"limits": limits}, batch_size=RAY_BATCH, batch_format="numpy")
+    out: list = [None] * len(paths)
+    done = 0
+    for batch in ds.iter_batches(batch_size=RAY_BATCH, batch_format="numpy"):
+        for i, blob in zip(batch["index"], batch["info"], strict=True):
+            out[int(i)] = pickle.loads(blob)
+        done += len(batch["index"])
+        if progress:
+            progress(done)
+    return out
 
 
 def _failures(dc, rows, splits, errors, drops, error_fraction, dataset_errors) -> list[str]:

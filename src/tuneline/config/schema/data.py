@@ -198,6 +198,14 @@ class ChecksConfig(Section):
     )
 
 
+def _cpu_count() -> int:
+    """Cores this process may use (os.process_cpu_count, Python 3.13+), else os.cpu_count()."""
+    import os
+
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return max(1, count or 1)
+
+
 class DataConfig(Section):
     sources: list[SourceConfig] = Field(
         ...,
@@ -212,4 +220,14 @@ class DataConfig(Section):
     checks: ChecksConfig = Field(
         default_factory=ChecksConfig, description="Validation actions and thresholds."
     )
-    workers: int = Field(1, gt=0, description="Processes used to inspect images.")
+    workers: int = Field(
+        default_factory=lambda: _cpu_count(),
+        gt=0,
+        description="Processes used to inspect images (default: the cores this process may use).",
+    )
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="Where the per-image checks run: local (a process pool of data.workers) or ray "
+        "(Ray Data map_batches on the cluster ray.init() finds, e.g. RAY_ADDRESS; pip install "
+        "'tuneline[ray]'). Cross-record checks, split and report run here on the gathered results.",
+    )

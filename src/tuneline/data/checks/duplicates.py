@@ -22,6 +22,8 @@ the thousand): no pair of two different digits reaches 0.98.
 
 from __future__ import annotations
 
+import functools
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,12 @@ _BASE = _GRID.index((1.0, 1.0, 0.0, 0.0))
 Thumbs = tuple[np.ndarray, np.ndarray]  # (grid of unit-norm thumbnails, central mean RGB)
 
 
-def _thumbs(path: str) -> Thumbs | None:
+Reduced = tuple[np.ndarray, np.ndarray]  # (the image at most 64x64 RGB uint8, central mean RGB)
+GRID_CACHE = 256  # unit-norm thumbnail grids kept at once (~0.7 MB each); the rest are recomputed
+
+
+def _reduce(path: str) -> Reduced | None:
+    """The small image every comparison starts from (<= 64x64 RGB, 12 KB) and its central colour."""
     try:
         with Image.open(path) as im:
             im.draft("RGB", (THUMB * 8, THUMB * 8))  # JPEG: decode at reduced size
@@ -56,7 +63,64 @@ def _thumbs(path: str) -> Thumbs | None:
     colour = np.asarray(im.resize((1, 1), Image.Resampling.BOX, box=centre), dtype=np.float32).ravel()
     if min(w, h) > THUMB * 4:
         im = im.resize((THUMB * 4, THUMB * 4), Image.Resampling.BOX)
-        w, h = im.size
+    return np.asarray(im, dtype=np.uint8).copy(), colour
+
+
+def _box_weights(size: int, lo: float, hi: float) -> np.ndarray:
+    """(THUMB, size) weights of PIL's BOX resample of the source span [lo, hi) to THUMB pixels."""
+    scale = (hi - lo) / THUMB
+    support = 0.5 * max(scale, 1.0)
+    out = np.zeros((THUMB, size), dtype=np.float64)
+    for i in range(THUMB):
+        centre = lo + (i + 0.5) * scale
+        x0 = max(int(centre - support + 0.5), 0)
+        x1 = min(int(centre + support + 0.5), size)
+        t = (np.arange(x0, x1) - centre + 0.5) / max(scale, 1.0)
+        w = ((t > -0.5) & (t <= 0.5)).astype(np.float64)
+        out[i, x0:x1] = w / w.sum() if w.sum() else w
+    return out
+
+
+_AXIS = [(z, s) for z in SCALES for s in SHIFTS]  # per axis, in _GRID's nesting order
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_weights(size: int) -> np.ndarray:
+    rows = []
+    for z, s in _AXIS:
+        c = size / z
+        m = (size - c) / 2
+        centre = size / 2 + max(-m, min(m, s * size))
+        rows.append(_box_weights(size, centre - c / 2, centre + c / 2))
+    return np.stack(rows).astype(np.float32)  # (len(_AXIS), THUMB, size)
+
+
+def _grid(small: np.ndarray) -> np.ndarray:
+    """Unit-norm 16x16 RGB thumbnails over the zoom/shift grid of one reduced image.
+
+    One separable matrix product per axis (PIL's BOX weights, in float) instead of 225 resizes:
+    ~50x faster, the same thumbnails up to PIL's 8-bit rounding between its two passes.
+    """
+    h, w = small.shape[:2]
+    wx, wy = _axis_weights(w), _axis_weights(h)  # (A, T, w), (A, T, h)
+    img = small.astype(np.float32).transpose(2, 0, 1)  # (3, h, w)
+    cols = img[None] @ wx.transpose(0, 2, 1)[:, None]  # (A_x, 3, h, T)
+    thumbs = wy[:, None, None] @ cols[None]  # (A_y, A_x, 3, T, T)
+    thumbs = thumbs.transpose(0, 1, 3, 4, 2)  # (A_y, A_x, T_y, T_x, 3)
+    # _GRID order: zx, zy, sx, sy -> index (zx, sx) on x and (zy, sy) on y.
+    n_z, n_s = len(SCALES), len(SHIFTS)
+    t = thumbs.reshape(n_z, n_s, n_z, n_s, THUMB, THUMB, 3)  # (zy, sy, zx, sx, ...)
+    t = t.transpose(2, 0, 3, 1, 4, 5, 6).reshape(len(_GRID), THUMB * THUMB, 3)
+    t = t - t.mean(axis=1, keepdims=True)  # per channel: a colour cast is not structure
+    t = t.reshape(len(_GRID), -1)
+    norms = np.linalg.norm(t, axis=1, keepdims=True)
+    return np.where(norms > 0, t / np.where(norms > 0, norms, 1), t)
+
+
+def _grid_pil(small: np.ndarray) -> np.ndarray:
+    """The reference: 225 PIL resizes (kept for the test that pins _grid to it)."""
+    im = Image.fromarray(small, "RGB")
+    w, h = im.size
     rows = []
     for zx, zy, sx, sy in _GRID:
         cw, ch = w / zx, h / zy
@@ -67,26 +131,54 @@ def _thumbs(path: str) -> Thumbs | None:
         a = (a - a.mean(axis=(0, 1))).ravel()  # per channel: a colour cast is not structure
         norm = float(np.linalg.norm(a))
         rows.append(a / norm if norm > 0 else a)
-    return np.stack(rows), colour
+    return np.stack(rows)
+
+
+def _thumbs(path: str) -> Thumbs | None:
+    reduced = _reduce(path)
+    return None if reduced is None else (_grid(reduced[0]), reduced[1])
 
 
 class _Pixels:
-    """Thumbnail grids, computed once per image that a candidate pair names."""
+    """Per image that a candidate pair names: the file is decoded once into a 12 KB reduced image
+    (kept: O(images) x 12 KB, not the ~0.7 MB grid); grids are derived from it and only the
+    GRID_CACHE most recently used are kept (pairs come sorted, so the first image repeats)."""
 
-    def __init__(self) -> None:
-        self.cache: dict[str, Thumbs | None] = {}
+    def __init__(self, grid_cache: int = GRID_CACHE) -> None:
+        self.reduced: dict[str, Reduced | None] = {}
+        self.grids: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.grid_cache = grid_cache
 
     def get(self, path: str) -> Thumbs | None:
-        if path not in self.cache:
-            self.cache[path] = _thumbs(path)
-        return self.cache[path]
+        if path not in self.reduced:
+            self.reduced[path] = _reduce(path)
+        reduced = self.reduced[path]
+        if reduced is None:
+            return None
+        grid = self.grids.get(path)
+        if grid is None:
+            grid = self.grids[path] = _grid(reduced[0])
+            if len(self.grids) > self.grid_cache:
+                self.grids.popitem(last=False)
+        else:
+            self.grids.move_to_end(path)
+        return grid, reduced[1]
+
+    def colour(self, path: str) -> np.ndarray | None:
+        if path not in self.reduced:
+            self.reduced[path] = _reduce(path)
+        reduced = self.reduced[path]
+        return None if reduced is None else reduced[1]
 
     def same(self, a: str, b: str) -> bool:
+        ca, cb = self.colour(a), self.colour(b)
+        if ca is None or cb is None:
+            return True
+        if float(np.abs(ca - cb).max()) > MAX_COLOUR_SHIFT:
+            return False  # the colour test first: it needs no grid
         ta, tb = self.get(a), self.get(b)
         if ta is None or tb is None:
             return True
-        if float(np.abs(ta[1] - tb[1]).max()) > MAX_COLOUR_SHIFT:
-            return False
         best = max(float((ta[0][_BASE] @ tb[0].T).max()), float((tb[0][_BASE] @ ta[0].T).max()))
         return best >= MIN_PIXEL_CORRELATION
 
