@@ -94,7 +94,7 @@ def data_forget(
 ) -> None:
     """Write a new dataset version without these records, their groups and their near-duplicates; every
     later prepare of the same sources leaves them out."""
-    from tuneline.data.forget import forget
+    from tuneline.stages.forget import forget
 
     cfg = load(config, set_)
     done = forget(cfg, record or [], group or [])
