@@ -21,7 +21,7 @@ from typing import Any
 
 from transformers import ProcessorMixin
 
-from tuneline.models.families import ModelFamily, register_family, register_processor_standin
+from tuneline.models.families.base import ModelFamily, register_family, register_processor_standin
 from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
