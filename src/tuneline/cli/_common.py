@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -63,13 +62,13 @@ R = TypeVar("R")
 def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Decorate a command: an exception it raises is printed and becomes its exit code (``fail``).
 
-    typer's and click's own exits and usage errors pass through unchanged."""
+    typer's own exits, aborts and usage errors (BadParameter) pass through unchanged."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):  # exits, usage errors
             raise
         except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a message + code
             raise fail(exc) from exc
