@@ -8,9 +8,8 @@ Python API::
     print(run.summary())
 """
 
-__version__ = "0.1.0"
-
-from tuneline.config import Config, load_config  # noqa: E402
+from tuneline._version import __version__
+from tuneline.config import Config, load_config
 
 
 def run_pipeline(cfg, config_path=None):

@@ -1,3 +1,3 @@
-from tuneline.cli import main
+from tuneline.cli.app import main
 
 main()

@@ -71,6 +71,12 @@ class GateFailed(TunelineError):
     exit_code = 7
 
 
+class DriftAlert(TunelineError):
+    """The drift monitor's alert is raised (tuneline monitor drift --fail-on-alert)."""
+
+    exit_code = 8
+
+
 class SweepError(TunelineError):
     """A sweep cannot start or finish (its study, its trials or their results)."""
 

@@ -157,7 +157,7 @@ def environment() -> dict[str, Any]:
 
 
 def tuneline_version() -> str:
-    from tuneline import __version__
+    from tuneline._version import __version__
 
     return __version__
 

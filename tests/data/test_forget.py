@@ -16,6 +16,7 @@ from tuneline.cli import app
 from tuneline.config import load_config
 from tuneline.data import forget
 from tuneline.errors import DataError
+from tuneline.stages import forget as forget_stage
 from tuneline.stages.prepare import build_snapshot
 from tuneline_synth.shapes import generate
 
@@ -56,7 +57,7 @@ def test_forget_writes_a_version_without_the_record_and_its_near_duplicates(data
     assert {SECRET, COPY} <= set(_ids(before.path))  # duplicate_near only warns: the copy is in the data
     assert (SECRET, COPY) in validation.links or (COPY, SECRET) in validation.links
 
-    done = forget.forget(cfg, [SECRET], [])
+    done = forget_stage.forget(cfg, [SECRET], [])
     req = done.request
     assert done.snapshot_path != before.path and req.snapshot != before.fingerprint
     after = _ids(done.snapshot_path)
@@ -90,7 +91,7 @@ def test_forget_writes_a_version_without_the_record_and_its_near_duplicates(data
 def test_forget_refuses_an_unknown_record_and_writes_nothing(data, workdir):
     cfg = load_config(write_config(workdir, TINY_RUN.format(data=data, steps=2)), [])
     with pytest.raises(DataError, match="no record or group named 'nobody'"):
-        forget.forget(cfg, ["nobody"], [])
+        forget_stage.forget(cfg, ["nobody"], [])
     assert forget.load().requests == []
 
 
@@ -103,7 +104,7 @@ def test_affected_finds_versions_whose_snapshot_held_the_record(data, workdir):
     cfg_seed = load_config(path, ["run.seed=1"])
     _, s1 = build_snapshot(cfg, workdir / "r")
     _, s2 = build_snapshot(cfg_seed, workdir / "r")
-    done = forget.forget(cfg, [SECRET], [])
+    done = forget_stage.forget(cfg, [SECRET], [])
     client = store.client(None)
     for name, folder in (("a", s1.path), ("a", s2.path), ("b", s2.path), ("a", done.snapshot_path)):
         if name not in {m.name for m in client.search_registered_models()}:

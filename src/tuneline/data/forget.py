@@ -1,6 +1,6 @@
 """Forgetting records: a new dataset version without them, and the registered versions that held them.
 
-    tuneline data forget CONFIG --record ID [--record ID2 ...] | --group G
+    tuneline data forget CONFIG --record ID [--record ID2 ...] | --group G   (tuneline.stages.forget)
     tuneline models affected --record ID | --group G
 
 ``data forget`` adds a request to the workspace's forget ledger (``.tuneline/forget.json``) and writes
@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -221,10 +221,18 @@ class Forgotten:
     previous: dict[str, dict[str, str]]  # the snapshots that held them
 
 
-def forget(cfg: Config, records: list[str], groups: list[str]) -> Forgotten:
-    """Add a forget request for ``records``/``groups`` and write the dataset version without them."""
-    from tuneline.stages.prepare import build_snapshot, check
+def forget_with(
+    cfg: Config,
+    records: list[str],
+    groups: list[str],
+    *,
+    check: Callable[[Config, Path], tuple[Validation, Path, Path]],
+    build_snapshot: Callable[[Config, Path], tuple[Validation, Any]],
+) -> Forgotten:
+    """Add a forget request for ``records``/``groups`` and write the dataset version without them.
 
+    ``check`` and ``build_snapshot`` are the prepare stage's (tuneline.stages.forget passes them): this
+    module, a component, does not import the stages above it."""
     if not records and not groups:
         raise DataError("nothing to forget", hint="name records with --record ID or groups with --group G")
     report_dir = workspace() / "reports" / cfg.run.name

@@ -10,7 +10,10 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,17 @@ class Record:
             label=d.get("label"),
             group=d.get("group"),
         )
+
+
+def load_images(record: Record) -> list[Image.Image]:
+    """The record's images, opened and converted to RGB (what training and evaluation feed the processor)."""
+    from PIL import Image
+
+    images = []
+    for path in record.images:
+        with Image.open(path) as im:
+            images.append(im.convert("RGB"))
+    return images
 
 
 def write_records(path: Path, records: Iterable[Record]) -> None:

@@ -21,9 +21,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from tuneline.data.records import Record
+from tuneline.data.records import Record, load_images
 from tuneline.models.processing import ChatProcessor, classifier_text
-from tuneline.training.collate import load_images
 
 
 def few_shot_prefix(train: list[Record], labels: list[str], k: int, seed: int) -> list[dict]:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tuneline.data.records import Record
+from tuneline.data.records import Record, load_images
 from tuneline.models.processing import ChatProcessor
-from tuneline.training.collate import ChatCollator, load_images
+from tuneline.training.collate import ChatCollator
 
 _PUNCT = re.compile(r"[^\w\s]")
 

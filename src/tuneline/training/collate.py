@@ -28,19 +28,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tuneline.data.records import Record
+from tuneline.data.records import Record, load_images
 from tuneline.errors import DataError
 from tuneline.models.processing import ChatProcessor
 
 IGNORE = -100
-
-
-def load_images(record: Record) -> list[Image.Image]:
-    images = []
-    for path in record.images:
-        with Image.open(path) as im:
-            images.append(im.convert("RGB"))
-    return images
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

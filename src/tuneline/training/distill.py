@@ -193,7 +193,6 @@ class DistillCollator:
 def distill_loss(model, inputs: dict, *, temperature: float, alpha: float):
     """(alpha * hard-label CE + (1 - alpha) * T^2 * KL(teacher_T || student_T), outputs): the module doc."""
     from tuneline.training import masks
-    from tuneline.training.loss import _config
 
     labels = inputs["distill_labels"]  # (B*K, T)
     target = inputs["distill_target"]  # (B,)
@@ -204,7 +203,7 @@ def distill_loss(model, inputs: dict, *, temperature: float, alpha: float):
         for key, v in inputs.items()
         if key not in ("distill_labels", "distill_target", "teacher_scores")
     }
-    ready = masks.build(_config(model), model_inputs)
+    ready = masks.build(masks.model_config(model), model_inputs)
     if ready is not None:
         model_inputs["attention_mask"] = ready
     targets = labels[:, 1:]

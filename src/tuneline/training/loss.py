@@ -67,11 +67,7 @@ def answer_only_loss(
     return loss / num_items_in_batch, outputs
 
 
-def _config(model):
-    """The transformers config under PEFT / DDP wrappers."""
-    while not hasattr(model, "config") and hasattr(model, "module"):
-        model = model.module
-    return getattr(model, "config", None)
+_config = masks.model_config  # the transformers config under PEFT / DDP wrappers
 
 
 class TunelineTrainer(Trainer):

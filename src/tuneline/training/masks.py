@@ -25,6 +25,13 @@ import torch
 MASKED_TYPES = ("gemma3",)  # measured: Llama's own masks cost nothing, Gemma 3's half a step
 
 
+def model_config(model):
+    """The transformers config under PEFT / DDP wrappers."""
+    while not hasattr(model, "config") and hasattr(model, "module"):
+        model = model.module
+    return getattr(model, "config", None)
+
+
 def applies(config) -> bool:
     impl = getattr(config, "_attn_implementation", None) or "eager"
     return getattr(config, "model_type", None) in MASKED_TYPES and impl == "sdpa"  # a boolean mask

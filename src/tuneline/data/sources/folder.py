@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneline.data.records import Record
-from tuneline.data.sources import RowProblem, SourceResult, no_records, prompt_messages, resolve_image
+from tuneline.data.sources.common import RowProblem, SourceResult, no_records, prompt_messages, resolve_image
 from tuneline.errors import DataError
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneline.data.records import Record
-from tuneline.data.sources import (
+from tuneline.data.sources.common import (
     RowProblem,
     SourceResult,
     inline_cache_dir,

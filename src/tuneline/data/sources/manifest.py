@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneline.data.records import Record
-from tuneline.data.sources import (
+from tuneline.data.sources.common import (
     SPLIT_NAMES,
     RowProblem,
     SourceResult,

@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import ProcessorMixin
 
-from tuneline.models.families import ModelFamily, vision_language_family
+from tuneline.models.families.base import ModelFamily, vision_language_family
 from tuneline.models.tiny import TEXT_SIZE, finish, save_checkpoint, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 

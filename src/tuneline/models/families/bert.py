@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneline.models.families import ModelFamily, register_family
+from tuneline.models.families.base import ModelFamily, register_family
 from tuneline.models.tiny import TEXT_SIZE, save_checkpoint
 from tuneline.models.tokenizer import train_tiny_tokenizer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneline.models.families import register_family, vision_language_family
+from tuneline.models.families.base import register_family, vision_language_family
 from tuneline.models.tiny import (
     DEFAULT_SIZE,
     TINY_SIZES,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneline.models.families import ModelFamily, register_family
+from tuneline.models.families.base import ModelFamily, register_family
 from tuneline.models.tiny import DEFAULT_SIZE, TINY_SIZES, finish, save_checkpoint, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 

@@ -35,7 +35,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs
 
-from tuneline.models.families import register_family, register_processor_standin, vision_language_family
+from tuneline.models.families.base import register_family, register_processor_standin, vision_language_family
 from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, save_checkpoint, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from transformers import ProcessorMixin
 
-from tuneline.models.families import register_family, register_processor_standin, vision_language_family
+from tuneline.models.families.base import register_family, register_processor_standin, vision_language_family
 from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, save_checkpoint, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from tuneline.models.families import register_family, vision_language_family
+from tuneline.models.families.base import register_family, vision_language_family
 from tuneline.models.tiny import EMBED_STD, VISION_SIZE, finish, save_checkpoint, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from transformers import Qwen2VLProcessor
 
-from tuneline.models.families import register_family
 from tuneline.models.families._qwen import PATCH_SIZE, build_tiny, family, image_only
+from tuneline.models.families.base import register_family
 from tuneline.models.tiny import TEXT_SIZE
 
 ImageOnlyQwen2VLProcessor = image_only(Qwen2VLProcessor)

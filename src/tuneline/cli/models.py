@@ -18,15 +18,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from tuneline.cli._common import cli_errors, out
 
 models_app = typer.Typer(
     help="The model registry: register, promote, roll back, list and show versions.", no_args_is_help=True
 )
-out = Console()
-err = Console(stderr=True)
 
 UriOpt = Annotated[
     str | None,
@@ -36,12 +35,6 @@ UriOpt = Annotated[
     ),
 ]
 NameArg = Annotated[str, typer.Argument(help="Registered model name.", show_default=False)]
-
-
-def _fail(exc: BaseException) -> typer.Exit:
-    from tuneline.cli import _fail as fail
-
-    return fail(exc)
 
 
 def _client(uri: str | None, *, must_exist: bool = True):
@@ -62,30 +55,29 @@ def _gate(tags: dict[str, str]) -> str:
 
 # ------------------------------------------------------------------------- register
 @models_app.command("register")
+@cli_errors
 def register(
     run_dir: Annotated[Path, typer.Argument(help="A run directory whose evaluation completed.")],
     tracking_uri: UriOpt = None,
 ) -> None:
     """Register a run's adapter as a new version (alias challenger); a run registers only once."""
-    try:
-        from tuneline.config import load_config
-        from tuneline.runs import RunDir
-        from tuneline.stages.pipeline import run_stage
+    from tuneline.config import load_config
+    from tuneline.runs import RunDir
+    from tuneline.stages.pipeline import run_stage
 
-        rd = RunDir.open(run_dir)
-        overrides = [f"registry.tracking_uri={tracking_uri}"] if tracking_uri else []
-        cfg = load_config(rd.config_file, overrides)
-        reg = run_stage("register", cfg, rd)
-        c = _client(tracking_uri or cfg.registry.tracking_uri)
-        aliases = c.get_model_version(reg.model_name, reg.version).aliases
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(exc) from exc
+    rd = RunDir.open(run_dir)
+    overrides = [f"registry.tracking_uri={tracking_uri}"] if tracking_uri else []
+    cfg = load_config(rd.config_file, overrides)
+    reg = run_stage("register", cfg, rd)
+    c = _client(tracking_uri or cfg.registry.tracking_uri)
+    aliases = c.get_model_version(reg.model_name, reg.version).aliases
     shown = f" ({', '.join(sorted(aliases))})" if aliases else ""
     out.print(f"registered [bold]{escape(reg.model_name)}[/] version {reg.version}{escape(shown)}")
 
 
 # ------------------------------------------------------------------------- promote / rollback
 @models_app.command("promote")
+@cli_errors
 def promote(
     name: NameArg,
     version: Annotated[
@@ -100,12 +92,9 @@ def promote(
     tracking_uri: UriOpt = None,
 ) -> None:
     """Move the champion alias to VERSION, only if its evaluation gate passed (or --force --reason)."""
-    try:
-        from tuneline.registry import aliases
+    from tuneline.registry import aliases
 
-        change = aliases.promote(_client(tracking_uri), name, version, force=force, reason=reason)
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(exc) from exc
+    change = aliases.promote(_client(tracking_uri), name, version, force=force, reason=reason)
     if change.action == "unchanged":
         out.print(f"{escape(name)}: version {change.champion} is already the champion")
         return
@@ -115,35 +104,31 @@ def promote(
 
 
 @models_app.command("rollback")
+@cli_errors
 def rollback(
     name: NameArg,
     reason: Annotated[str | None, typer.Option("--reason", help="Why; recorded on the version.")] = None,
     tracking_uri: UriOpt = None,
 ) -> None:
     """Move the champion back to the previous champion; repeat to walk further back."""
-    try:
-        from tuneline.registry import aliases
+    from tuneline.registry import aliases
 
-        change = aliases.rollback(_client(tracking_uri), name, reason=reason)
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(exc) from exc
+    change = aliases.rollback(_client(tracking_uri), name, reason=reason)
     prev = change.previous_champion or "none"
     out.print(f"{escape(name)}: champion → version {change.champion} (previous-champion: {prev})")
 
 
 # ------------------------------------------------------------------------- list / show
 @models_app.command("list")
+@cli_errors
 def list_versions(name: NameArg, tracking_uri: UriOpt = None) -> None:
     """A table of versions: aliases, gate, headline metrics, data fingerprint, creation time."""
-    try:
-        from tuneline.registry import aliases
-        from tuneline.registry.lineage import metrics_from_tags
+    from tuneline.registry import aliases
+    from tuneline.registry.lineage import metrics_from_tags
 
-        c = _client(tracking_uri)
-        state = aliases.read_state(c, name)
-        versions = sorted(c.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(exc) from exc
+    c = _client(tracking_uri)
+    state = aliases.read_state(c, name)
+    versions = sorted(c.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
     by_version: dict[str, list[str]] = {}
     for alias, v in state.aliases.items():
         by_version.setdefault(str(v), []).append(alias)
@@ -174,18 +159,16 @@ def list_versions(name: NameArg, tracking_uri: UriOpt = None) -> None:
 
 
 @models_app.command("affected")
+@cli_errors
 def affected_versions(
     record: Annotated[list[str] | None, typer.Option("--record", help="Record id (repeatable).")] = None,
     group: Annotated[list[str] | None, typer.Option("--group", help="Group (repeatable).")] = None,
     tracking_uri: UriOpt = None,
 ) -> None:
     """Every registered version whose data snapshot held the records (retrain these, archive the old)."""
-    try:
-        from tuneline.data.forget import affected
+    from tuneline.data.forget import affected
 
-        found = affected(_client(tracking_uri), record or [], group or [])
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(exc) from exc
+    found = affected(_client(tracking_uri), record or [], group or [])
     if not found:
         out.print("no registered version was made from a snapshot that held them")
         return
@@ -207,6 +190,7 @@ def affected_versions(
 
 
 @models_app.command("show")
+@cli_errors
 def show(
     ref: Annotated[
         str, typer.Argument(help="NAME (its champion), NAME@ALIAS or NAME/VERSION.", show_default=False)
@@ -215,16 +199,13 @@ def show(
     card: Annotated[bool, typer.Option("--card/--no-card", help="Print the model card.")] = True,
 ) -> None:
     """The lineage of a version (data snapshot, config, base model, code, gate) and its model card."""
-    try:
-        from tuneline.registry.export import card_text
-        from tuneline.registry.lineage import lineage_rows, metrics_from_tags
-        from tuneline.registry.resolve import model_version
+    from tuneline.registry.export import card_text
+    from tuneline.registry.lineage import lineage_rows, metrics_from_tags
+    from tuneline.registry.resolve import model_version
 
-        c = _client(tracking_uri)
-        mv = model_version(c, ref)
-        text = card_text(c, mv.run_id) if card else None
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(exc) from exc
+    c = _client(tracking_uri)
+    mv = model_version(c, ref)
+    text = card_text(c, mv.run_id) if card else None
     tags = dict(mv.tags or {})
     aliases = ", ".join(sorted(mv.aliases or [])) or "-"
     out.print(f"[bold]{escape(mv.name)}[/] version {mv.version}  aliases: {escape(aliases)}", soft_wrap=True)
@@ -253,6 +234,7 @@ def show(
 
 
 # ------------------------------------------------------------------------- export
+@cli_errors
 def export_command(
     ref: Annotated[
         str, typer.Argument(help="NAME@ALIAS, NAME/VERSION or models:/NAME@ALIAS.", metavar="REF")
@@ -276,18 +258,15 @@ def export_command(
     tracking_uri: UriOpt = None,
 ) -> None:
     """Export a registered version to a folder that from_pretrained and vLLM load without tuneline."""
-    try:
-        from tuneline.registry.export import export
+    from tuneline.registry.export import export
 
-        path = export(
-            ref,
-            out_dir,
-            fmt=fmt,  # type: ignore[arg-type]
-            dtype=dtype,  # type: ignore[arg-type]
-            tracking_uri=tracking_uri,
-            allow_pickle=allow_pickle,
-            overwrite=overwrite,
-        )
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(exc) from exc
+    path = export(
+        ref,
+        out_dir,
+        fmt=fmt,  # type: ignore[arg-type]
+        dtype=dtype,  # type: ignore[arg-type]
+        tracking_uri=tracking_uri,
+        allow_pickle=allow_pickle,
+        overwrite=overwrite,
+    )
     out.print(f"exported {escape(ref)} ({fmt}) to {escape(str(path))}")

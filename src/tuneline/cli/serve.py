@@ -18,21 +18,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tuneline.errors import TunelineError
+from tuneline.cli._common import cli_errors, err, load, out
+from tuneline.errors import DriftAlert, TunelineError
 
 monitor_app = typer.Typer(help="Monitoring of a served model.", no_args_is_help=True)
-
-
-class DriftAlert(TunelineError):
-    """The drift monitor's alert is raised (tuneline monitor drift --fail-on-alert)."""
-
-    exit_code = 8
-
-
-def _cli():
-    from tuneline import cli
-
-    return cli
 
 
 def _logging() -> None:
@@ -49,6 +38,7 @@ def _logging() -> None:
     serve_log.setLevel(logging.INFO)
 
 
+@cli_errors
 def serve(
     target: Annotated[str, typer.Argument(help="The YAML config, or `report` followed by the config.")],
     config: Annotated[Path | None, typer.Argument(help="With `report`: the YAML config.")] = None,
@@ -63,34 +53,26 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the registered model's aliases (OpenAI-compatible API); `serve report` compares variants."""
-    cli = _cli()
-    try:
-        if target == "report":
-            if config is None:
-                raise TunelineError(
-                    "tuneline serve report needs the config", hint="tuneline serve report CONFIG"
-                )
-            _report(cli._load(config, set_), as_json, since_hours)
-            return
-        if config is not None:
-            raise TunelineError(f"unexpected argument {str(config)!r}", hint="tuneline serve CONFIG")
-        cfg = cli._load(Path(target), set_)
-        import uvicorn
+    if target == "report":
+        if config is None:
+            raise TunelineError("tuneline serve report needs the config", hint="tuneline serve report CONFIG")
+        _report(load(config, set_), as_json, since_hours)
+        return
+    if config is not None:
+        raise TunelineError(f"unexpected argument {str(config)!r}", hint="tuneline serve CONFIG")
+    cfg = load(Path(target), set_)
+    import uvicorn
 
-        from tuneline.serving.app import create_app
+    from tuneline.serving.app import create_app
 
-        _logging()
-        # The event loop and the generation thread hand requests to each other all the time: a shorter
-        # GIL switch interval (default 5 ms) keeps those hand-offs from adding milliseconds per request.
-        sys.setswitchinterval(0.0005)
-        app = create_app(cfg)
-        h, p = host or cfg.serve.host, port if port is not None else cfg.serve.port
-        cli.err.print(f"[bold cyan]tuneline serve[/] {app.state.server.model_name} on http://{h}:{p}/v1")
-        uvicorn.run(app, host=h, port=p, log_level="warning", access_log=False)
-    except typer.Exit:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise cli._fail(exc) from exc
+    _logging()
+    # The event loop and the generation thread hand requests to each other all the time: a shorter
+    # GIL switch interval (default 5 ms) keeps those hand-offs from adding milliseconds per request.
+    sys.setswitchinterval(0.0005)
+    app = create_app(cfg)
+    h, p = host or cfg.serve.host, port if port is not None else cfg.serve.port
+    err.print(f"[bold cyan]tuneline serve[/] {app.state.server.model_name} on http://{h}:{p}/v1")
+    uvicorn.run(app, host=h, port=p, log_level="warning", access_log=False)
 
 
 def _ci(stat: dict, fmt: str) -> str:
@@ -114,7 +96,6 @@ def _report(cfg, as_json: bool, since_hours: float | None) -> None:
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
-    out = _cli().out
     if not result["variants"]:
         out.print(f"no requests recorded yet in {result['database']}")
         return
@@ -155,6 +136,7 @@ def _report(cfg, as_json: bool, since_hours: float | None) -> None:
 
 
 @monitor_app.command("drift")
+@cli_errors
 def monitor_drift(
     config: Annotated[
         Path, typer.Argument(help="The YAML config of the running server.", show_default=False)
@@ -169,36 +151,29 @@ def monitor_drift(
     ] = False,
 ) -> None:
     """Ask a running server how far live traffic has drifted from the training profile."""
-    cli = _cli()
-    try:
-        import httpx
+    import httpx
 
-        cfg = cli._load(config, set_)
-        base = url or f"http://{cfg.serve.host}:{cfg.serve.port}"
-        headers = {}
-        for name in cfg.serve.auth.api_key_envs[:1]:
-            headers["Authorization"] = f"Bearer {os.environ.get(name, '')}"
-        try:
-            r = httpx.get(f"{base}/v1/monitoring/drift", headers=headers, timeout=60)
-        except httpx.HTTPError as exc:
-            raise TunelineError(
-                f"cannot reach {base}: {exc}", hint="is `tuneline serve` running there?"
-            ) from exc
-        if r.status_code != 200:
-            raise TunelineError(f"{base} answered {r.status_code}: {r.text[:300]}")
-        rep = r.json()
-        if as_json:
-            sys.stdout.write(json.dumps(rep, indent=2) + "\n")
-        else:
-            _print_drift(rep)
-        if fail_on_alert and rep.get("alert"):
-            raise DriftAlert(f"drift alert: shifted {', '.join(rep.get('shifted') or ['embeddings'])}")
-    except Exception as exc:  # noqa: BLE001
-        raise cli._fail(exc) from exc
+    cfg = load(config, set_)
+    base = url or f"http://{cfg.serve.host}:{cfg.serve.port}"
+    headers = {}
+    for name in cfg.serve.auth.api_key_envs[:1]:
+        headers["Authorization"] = f"Bearer {os.environ.get(name, '')}"
+    try:
+        r = httpx.get(f"{base}/v1/monitoring/drift", headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        raise TunelineError(f"cannot reach {base}: {exc}", hint="is `tuneline serve` running there?") from exc
+    if r.status_code != 200:
+        raise TunelineError(f"{base} answered {r.status_code}: {r.text[:300]}")
+    rep = r.json()
+    if as_json:
+        sys.stdout.write(json.dumps(rep, indent=2) + "\n")
+    else:
+        _print_drift(rep)
+    if fail_on_alert and rep.get("alert"):
+        raise DriftAlert(f"drift alert: shifted {', '.join(rep.get('shifted') or ['embeddings'])}")
 
 
 def _print_drift(rep: dict) -> None:
-    out = _cli().out
     out.print(
         f"status: {rep.get('status')}, window {rep.get('window', 0)} "
         f"(verdict from {rep.get('min_samples')}), "
@@ -227,6 +202,7 @@ def _print_drift(rep: dict) -> None:
 
 
 @monitor_app.command("profile")
+@cli_errors
 def monitor_profile(
     config: Annotated[Path, typer.Argument(help="The YAML config.", show_default=False)],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key (repeatable).")] = None,
@@ -235,19 +211,10 @@ def monitor_profile(
     ] = None,
 ) -> None:
     """Compute the drift reference profile of a trained run (training split), into its adapter folder."""
-    cli = _cli()
-    try:
-        from tuneline.runs import RunDir
-        from tuneline.serving.profile import write_profile
+    from tuneline.runs import RunDir
+    from tuneline.serving.profile import write_profile
 
-        cfg = cli._load(config, set_)
-        rd = RunDir.open(run_dir) if run_dir else RunDir.latest(cfg, with_stage="train")
-        path = write_profile(cfg, rd)
-        cli.out.print(f"wrote {path}")
-    except Exception as exc:  # noqa: BLE001
-        raise cli._fail(exc) from exc
-
-
-def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
-    app.add_typer(monitor_app, name="monitor")
+    cfg = load(config, set_)
+    rd = RunDir.open(run_dir) if run_dir else RunDir.latest(cfg, with_stage="train")
+    path = write_profile(cfg, rd)
+    out.print(f"wrote {path}")

@@ -1,4 +1,4 @@
-"""``tuneline launch``, ``tuneline jobs`` and the in-container ``tuneline node`` (registered in cli.py)."""
+"""``tuneline launch``, ``tuneline jobs`` and the in-container ``tuneline node`` (registered by app)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from tuneline.cli._common import ConfigArg, SetOpt, cli_errors, err, fail, load, out
 from tuneline.launch.spec import TARGETS
-
-# cli.py imports this module to register it: import cli's helpers inside the commands, not here.
-ConfigArg = Annotated[Path, typer.Argument(help="The YAML config file.", show_default=False)]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a key: --set train.max_steps=50 (repeatable).")
-]
 
 jobs_app = typer.Typer(help="Follow launched jobs: status, logs, cancel.", no_args_is_help=True)
 
@@ -30,6 +25,7 @@ JobArg = Annotated[
 ]
 
 
+@cli_errors
 def launch(
     config: ConfigArg,
     target: Annotated[str, typer.Option("--target", help=f"Where to run: {', '.join(TARGETS)}.")],
@@ -45,35 +41,31 @@ def launch(
     ] = None,
 ) -> None:
     """Run the config as a job on a launch target; spot preemptions resume from the bucket's checkpoints."""
-    from tuneline.cli import _fail, _load, err, out
     from tuneline.launch import cost
     from tuneline.launch.spec import build_spec, stage_config
     from tuneline.launch.targets import get_target
 
-    try:
-        cfg = _load(config, set_)
-        spec = build_spec(cfg, target, job_id=job_id)
-        module = get_target(target)
-        rendered = module.render(spec)
-        folder = out_dir or Path("launch") / spec.job_id
-        folder.mkdir(parents=True, exist_ok=True)
-        spec_file = folder / f"{module.__name__.rsplit('.', 1)[1]}.{rendered.fmt}"
-        spec_file.write_text(rendered.text())
-        preview = cost.preview(spec)
-        (folder / "cost.json").write_text(json.dumps(preview.as_dict(), indent=2) + "\n")
-        if dry_run:
-            sys.stdout.write(rendered.text())
-        for note in (*spec.notes, *rendered.notes):
-            err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
-        err.print(cost.render(preview), highlight=False, soft_wrap=True)
-        err.print(f"spec: {spec_file}")
-        if dry_run:
-            return
-        staged = stage_config(spec)
-        err.print(f"config staged at {staged}")
-        submitted = module.submit(spec, rendered)
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(exc) from exc
+    cfg = load(config, set_)
+    spec = build_spec(cfg, target, job_id=job_id)
+    module = get_target(target)
+    rendered = module.render(spec)
+    folder = out_dir or Path("launch") / spec.job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    spec_file = folder / f"{module.__name__.rsplit('.', 1)[1]}.{rendered.fmt}"
+    spec_file.write_text(rendered.text())
+    preview = cost.preview(spec)
+    (folder / "cost.json").write_text(json.dumps(preview.as_dict(), indent=2) + "\n")
+    if dry_run:
+        sys.stdout.write(rendered.text())
+    for note in (*spec.notes, *rendered.notes):
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    err.print(cost.render(preview), highlight=False, soft_wrap=True)
+    err.print(f"spec: {spec_file}")
+    if dry_run:
+        return
+    staged = stage_config(spec)
+    err.print(f"config staged at {staged}")
+    submitted = module.submit(spec, rendered)
     out.print(submitted.ref, highlight=False, soft_wrap=True)
     if submitted.console:
         err.print(f"console: {submitted.console}", highlight=False, soft_wrap=True)
@@ -102,11 +94,10 @@ def node(
     """One node of a launched job (the container command): prepare, train (resuming), evaluate, register."""
     import os
 
-    from tuneline.cli import _fail
     from tuneline.launch.node import NodeArgs, run_node, vertex_cluster
 
     code = 1
-    try:
+    try:  # not cli_errors: the exit code of a failure is also written to --status-file
         rank, master = 0, master_addr or "127.0.0.1"
         cluster = vertex_cluster(dict(os.environ)) if nnodes > 1 and node_rank is None else None
         if cluster is not None:
@@ -130,7 +121,7 @@ def node(
         )
         code = run_node(args)
     except Exception as exc:  # noqa: BLE001
-        failure = _fail(exc)
+        failure = fail(exc)
         code = failure.exit_code
         raise failure from exc
     finally:
@@ -141,24 +132,22 @@ def node(
 
 
 def _job_call(action: str, job: str):
-    """Run tuneline.launch.jobs.<action>(job), mapping any failure to the CLI's error and exit code."""
-    from tuneline.cli import _fail
+    """Run tuneline.launch.jobs.<action>(job) (each engine's client raises its own kinds: the commands'
+    cli_errors maps them to the CLI's error and exit code)."""
+    from tuneline.launch import jobs
 
-    try:
-        from tuneline.launch import jobs
-
-        return getattr(jobs, action)(job)
-    except Exception as exc:  # noqa: BLE001 - each engine's client raises its own kinds
-        raise _fail(exc) from exc
+    return getattr(jobs, action)(job)
 
 
 @jobs_app.command("status")
+@cli_errors
 def jobs_status(job: JobArg) -> None:
     """The job's state as the engine reports it (JSON)."""
     sys.stdout.write(json.dumps(_job_call("status", job), indent=2, default=str) + "\n")
 
 
 @jobs_app.command("logs")
+@cli_errors
 def jobs_logs(job: JobArg) -> None:
     """The job's logs (or where to read them)."""
     text = _job_call("logs", job)
@@ -166,8 +155,7 @@ def jobs_logs(job: JobArg) -> None:
 
 
 @jobs_app.command("cancel")
+@cli_errors
 def jobs_cancel(job: JobArg) -> None:
     """Cancel the job (nodes get SIGTERM: they checkpoint and stop)."""
-    from tuneline.cli import out
-
     out.print(_job_call("cancel", job), highlight=False, soft_wrap=True)

@@ -1,0 +1,1 @@
+"""Models: the families (presets, LoRA targets, chat formats), loading, tokenizers and processors."""
