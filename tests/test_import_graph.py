@@ -29,13 +29,29 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """Ids of the nodes under ``if TYPE_CHECKING:`` (annotations for mypy, never run: no cycle)."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If):
+            test = node.test
+            name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+            if name == "TYPE_CHECKING":
+                skipped.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return skipped
+
+
 def import_graph() -> dict[str, set[str]]:
     """Module -> the tuneline modules it imports (``from a import b`` counts a.b when b is a module)."""
     modules = _modules()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        skipped = _type_checking_only(tree)
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
             if isinstance(node, ast.Import):
                 targets.update(a.name for a in node.names)
             elif isinstance(node, ast.ImportFrom):
@@ -78,6 +94,8 @@ def test_the_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
     assert "tuneline.cli._common" in graph["tuneline.cli.pipeline"]
     assert "tuneline.stages.pipeline" in graph["tuneline.cli.pipeline"]  # imported inside a function
+    # an import under `if TYPE_CHECKING:` never runs: serving.chat names serving.app's Server only there
+    assert "tuneline.serving.app" not in graph["tuneline.serving.chat"]
     assert {"tuneline.cli.pipeline", "tuneline.cli.serve"} <= graph["tuneline.cli.app"]
 
 
