@@ -64,6 +64,11 @@ class Probe:
         before = torch.nn.functional.pad(answer.cumsum(dim=1), (GAP + 1, 0))
         seen = before[:, GAP : GAP + answer.shape[1]] - before[:, : answer.shape[1]]  # previous GAP tokens
         samples = int(((answer == 1) & (seen == 0)).sum())
+        # What a packed row tells the model about its sample boundaries: position ids that restart inside
+        # a row, and an attention mask holding segment numbers (> 1) rather than 0/1.
+        pos = inputs.get("position_ids")
+        restarts = 0 if pos is None or pos.dim() != 2 else int((pos[:, 1:] == 0).sum())
+        segments = mask is not None and mask.dim() == 2 and int(mask.max()) > 1
         return {
             "tokens": int(not_pad.sum()),
             "answer": int((labels != -100).sum()) if labels is not None else 0,
@@ -71,6 +76,8 @@ class Probe:
             "samples": samples,
             "images": 0 if pixels is None else int(pixels.shape[0]),
             "mask": "none" if mask is None else f"{mask.dim()}d",
+            "position_restarts": restarts,
+            "segment_mask": bool(segments),
         }
 
     # ---------------------------------------------------------------- installation
@@ -143,6 +150,8 @@ class Probe:
             "steps": n - w,
             **total,
             "masks": sorted({b["mask"] for b in window}),
+            "position_restarts": sum(b["position_restarts"] for b in window),
+            "segment_mask": any(b["segment_mask"] for b in window),
             "seconds": self.step_wall[n - 1] - self.step_wall[w - 1],
             "cpu_seconds": self.step_cpu[n - 1] - self.step_cpu[w - 1],
             "vision_calls": self.vision_calls,

@@ -63,7 +63,8 @@ STRING_TEMPLATE = (
 
 # Which packing keeps samples apart (see the README's speed section for how each was established).
 ISOLATION = {
-    "tuneline": "isolated: position ids restart, block-diagonal SDPA mask (tests/training/test_packing.py)",
+    "tuneline": "isolated: position ids restart, no mask: transformers builds the block-diagonal mask "
+    "(tests/training/test_packing.py)",
     "trl": "isolated: padding-free row, position ids restart (transformers' packed-sequence mask)",
     "axolotl": "not isolated on CPU: multipack rows attend across samples without flash-attention",
     "llamafactory": "not isolated: packing (neat_packing off) concatenates samples under one causal mask",
@@ -201,6 +202,9 @@ def build_assets() -> dict:
     from tuneline.stages.pipeline import run_stage
 
     assets = WORK / "assets"
+    done = assets / "assets.json"  # written last: the assets below are complete (delete .work/ to rebuild)
+    if done.is_file():
+        return json.loads(done.read_text())
     llama, gemma = assets / "llama", assets / "gemma3"
     if not (llama / "config.json").is_file():
         shutil.copytree(tiny_folder(get_family("llama")), llama, dirs_exist_ok=True)
@@ -232,6 +236,7 @@ def build_assets() -> dict:
             "dataset_dir": str(assets / f"data-{kind}"),
             "n_train": len(records),
         }
+    done.write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -353,6 +358,21 @@ def table(task: str, results: list[dict], frameworks: list[str]) -> str:
     return "\n".join(lines)
 
 
+def boundaries(results: list[dict], frameworks: list[str]) -> str:
+    """Per framework, the sample-boundary information its packed batches gave the model (from the probe)."""
+    out = []
+    for fw in frameworks:
+        ok = [r for r in results if r["framework"] == fw and r["task"] == "pack" and "error" not in r]
+        if ok and "position_restarts" in ok[0]:
+            r = ok[0]
+            out.append(
+                f"{fw}: mask {'/'.join(r['masks'])}, position ids restarting inside rows "
+                f"{r['position_restarts']} times over {r['samples']} samples"
+                f"{', segment-numbered mask' if r['segment_mask'] else ''}"
+            )
+    return "; ".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3)
@@ -403,6 +423,7 @@ def main() -> None:
         print(table(task, [r for r in results if r["task"] == task], args.frameworks))
         if task == "pack":
             print("\npacking isolation: " + "; ".join(f"{fw}: {ISOLATION[fw]}" for fw in args.frameworks))
+            print("what the packed batches carried: " + boundaries(results, args.frameworks))
         print()
 
 
