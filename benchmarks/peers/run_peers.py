@@ -61,13 +61,18 @@ STRING_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
 
-# Which packing keeps samples apart (see the README's speed section for how each was established).
+# Which packing keeps samples apart: from what the probe saw in the packed batches (printed under the pack
+# table) and benchmarks/peers/isolation.py run in each environment (restarting position ids with no mask
+# get transformers' block-diagonal mask under SDPA; the same ids with an all-ones 2-d mask do not).
 ISOLATION = {
-    "tuneline": "isolated: position ids restart, no mask: transformers builds the block-diagonal mask "
+    "tuneline": "isolated: no mask, position ids restart, transformers builds the block-diagonal mask "
     "(tests/training/test_packing.py)",
-    "trl": "isolated: padding-free row, position ids restart (transformers' packed-sequence mask)",
-    "axolotl": "not isolated on CPU: multipack rows attend across samples without flash-attention",
-    "llamafactory": "not isolated: packing (neat_packing off) concatenates samples under one causal mask",
+    "trl": "isolated: padding-free rows, no mask, position ids restart",
+    "axolotl": "isolated: multipack rows without a mask, position ids restart "
+    "(Axolotl 0.19, transformers 5.16)",
+    "llamafactory": "NOT isolated: packing (neat_packing off) sends an all-ones 2-d mask, so samples "
+    "in a row "
+    "attend to each other",
 }
 
 
