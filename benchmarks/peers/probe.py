@@ -5,8 +5,9 @@ CustomTrainer, tuneline's TunelineTrainer) are ``transformers.Trainer`` subclass
 ``__init__`` reaches each identically. The wrapper
 
 * wraps the trainer's ``training_step`` to read every batch exactly as the model receives it: non-pad
-  tokens (the attention mask's non-zero entries; with padding-free batches that carry no mask, the
-  input ids that are not the pad token), answer tokens (labels != -100), positions (the batch's
+  tokens (input ids that are not the pad token and, where the batch has a 2-d attention mask, not
+  masked out: LLaMA-Factory's packed rows end in pad tokens that its mask marks 1), answer tokens
+  (labels != -100), positions (the batch's
   ``input_ids.numel()``), samples (runs of answer labels, gaps under 4 tokens bridged: every chat here has
   one answer, so this counts
   samples alike in padded rows, packed rows and peers' packed rows without position ids), and images
@@ -55,8 +56,9 @@ class Probe:
         not_pad = torch.ones_like(ids, dtype=torch.bool)
         if mask is not None and mask.dim() == 2:
             not_pad = mask != 0
-        elif self.pad_id is not None:
-            not_pad = ids != self.pad_id
+        if self.pad_id is not None:
+            # Also with a mask: LLaMA-Factory's packed rows end in pad tokens whose mask entry is 1.
+            not_pad &= ids != self.pad_id
         # Samples: every chat here has one answer, so one run of answer labels per sample, packed or not
         # (runs less than GAP tokens apart are one answer: some frameworks leave a token of the end of
         # turn unlabelled, while between two samples lies a whole prompt).
@@ -64,6 +66,11 @@ class Probe:
         before = torch.nn.functional.pad(answer.cumsum(dim=1), (GAP + 1, 0))
         seen = before[:, GAP : GAP + answer.shape[1]] - before[:, : answer.shape[1]]  # previous GAP tokens
         samples = int(((answer == 1) & (seen == 0)).sum())
+        # What a packed row tells the model about its sample boundaries: position ids that restart inside
+        # a row, and an attention mask holding segment numbers (> 1) rather than 0/1.
+        pos = inputs.get("position_ids")
+        restarts = 0 if pos is None or pos.dim() != 2 else int(((pos[:, 1:] == 0) & not_pad[:, 1:]).sum())
+        segments = mask is not None and mask.dim() == 2 and int(mask.max()) > 1
         return {
             "tokens": int(not_pad.sum()),
             "answer": int((labels != -100).sum()) if labels is not None else 0,
@@ -71,6 +78,8 @@ class Probe:
             "samples": samples,
             "images": 0 if pixels is None else int(pixels.shape[0]),
             "mask": "none" if mask is None else f"{mask.dim()}d",
+            "position_restarts": restarts,
+            "segment_mask": bool(segments),
         }
 
     # ---------------------------------------------------------------- installation
@@ -143,6 +152,8 @@ class Probe:
             "steps": n - w,
             **total,
             "masks": sorted({b["mask"] for b in window}),
+            "position_restarts": sum(b["position_restarts"] for b in window),
+            "segment_mask": any(b["segment_mask"] for b in window),
             "seconds": self.step_wall[n - 1] - self.step_wall[w - 1],
             "cpu_seconds": self.step_cpu[n - 1] - self.step_cpu[w - 1],
             "vision_calls": self.vision_calls,

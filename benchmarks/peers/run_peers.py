@@ -61,12 +61,18 @@ STRING_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
 
-# Which packing keeps samples apart (see the README's speed section for how each was established).
+# Which packing keeps samples apart: from what the probe saw in the packed batches (printed under the pack
+# table) and benchmarks/peers/isolation.py run in each environment (restarting position ids with no mask
+# get transformers' block-diagonal mask under SDPA; the same ids with an all-ones 2-d mask do not).
 ISOLATION = {
-    "tuneline": "isolated: position ids restart, block-diagonal SDPA mask (tests/training/test_packing.py)",
-    "trl": "isolated: padding-free row, position ids restart (transformers' packed-sequence mask)",
-    "axolotl": "not isolated on CPU: multipack rows attend across samples without flash-attention",
-    "llamafactory": "not isolated: packing (neat_packing off) concatenates samples under one causal mask",
+    "tuneline": "isolated: no mask, position ids restart, transformers builds the block-diagonal mask "
+    "(tests/training/test_packing.py)",
+    "trl": "isolated: padding-free rows, no mask, position ids restart",
+    "axolotl": "isolated: multipack rows without a mask, position ids restart "
+    "(Axolotl 0.19, transformers 5.16)",
+    "llamafactory": "NOT isolated: packing (neat_packing off) sends an all-ones 2-d mask, so samples "
+    "in a row "
+    "attend to each other",
 }
 
 
@@ -201,6 +207,9 @@ def build_assets() -> dict:
     from tuneline_synth.shapes import generate
 
     assets = WORK / "assets"
+    done = assets / "assets.json"  # written last: the assets below are complete (delete .work/ to rebuild)
+    if done.is_file():
+        return json.loads(done.read_text())
     llama, gemma = assets / "llama", assets / "gemma3"
     if not (llama / "config.json").is_file():
         shutil.copytree(tiny_folder(get_family("llama")), llama, dirs_exist_ok=True)
@@ -232,6 +241,7 @@ def build_assets() -> dict:
             "dataset_dir": str(assets / f"data-{kind}"),
             "n_train": len(records),
         }
+    done.write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -353,6 +363,21 @@ def table(task: str, results: list[dict], frameworks: list[str]) -> str:
     return "\n".join(lines)
 
 
+def boundaries(results: list[dict], frameworks: list[str]) -> str:
+    """Per framework, the sample-boundary information its packed batches gave the model (from the probe)."""
+    out = []
+    for fw in frameworks:
+        ok = [r for r in results if r["framework"] == fw and r["task"] == "pack" and "error" not in r]
+        if ok and "position_restarts" in ok[0]:
+            r = ok[0]
+            out.append(
+                f"{fw}: mask {'/'.join(r['masks'])}, position ids restarting inside rows "
+                f"{r['position_restarts']} times over {r['samples']} samples"
+                f"{', segment-numbered mask' if r['segment_mask'] else ''}"
+            )
+    return "; ".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3)
@@ -403,6 +428,7 @@ def main() -> None:
         print(table(task, [r for r in results if r["task"] == task], args.frameworks))
         if task == "pack":
             print("\npacking isolation: " + "; ".join(f"{fw}: {ISOLATION[fw]}" for fw in args.frameworks))
+            print("what the packed batches carried: " + boundaries(results, args.frameworks))
         print()
 
 
