@@ -81,7 +81,7 @@ class ChatCollator:
         if set(probe) != {"input_ids", "attention_mask"}:
             return 0
         kept = len(self._tokenized)
-        budget = max_tokens - sum(len(ids) for ids, _ in self._tokenized.values())
+        budget = max_tokens - sum(len(ids) for ids, _, _ in self._tokenized.values())
         for record in records:
             if record.images or record.id in self._tokenized:
                 continue
