@@ -194,7 +194,7 @@ class ChatCollator:
             and self.cached_images is not None
             and all(self.cached_images(f"{r.id}#{j}") for r in records for j in range(len(r.images)))
         ):  # every image's features are cached: no image to load, no processor call
-            out = self._from_tokenized(records)
+            out: dict[str, Any] = self._from_tokenized(records)  # tensors, and the images' cache keys
             self._check_length(records, out)
             out["image_keys"] = [f"{r.id}#{j}" for r in records for j in range(len(r.images))]
             return self._finish(records, out)
