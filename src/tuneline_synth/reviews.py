@@ -264,7 +264,9 @@ def _aspects(category: str) -> dict[str, tuple[list[str], list[str]]]:
     return {**CATEGORIES[category][1], **GENERIC}
 
 
-def _clause(rng: random.Random, aspects, positive: bool, exclude: AbstractSet[str] = frozenset()) -> tuple[str, str]:
+def _clause(
+    rng: random.Random, aspects, positive: bool, exclude: AbstractSet[str] = frozenset()
+) -> tuple[str, str]:
     name = rng.choice(sorted(set(aspects) - exclude))
     return name, rng.choice(aspects[name][0 if positive else 1])
 

@@ -52,7 +52,25 @@ _BROKEN_IMAGE_CHECKS = frozenset(
     }
 )
 # Half-octave ladder for the size histogram when sizes span a wide range.
-_SIZE_LADDER: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+_SIZE_LADDER: tuple[int, ...] = (
+    16,
+    24,
+    32,
+    48,
+    64,
+    96,
+    128,
+    192,
+    256,
+    384,
+    512,
+    768,
+    1024,
+    1536,
+    2048,
+    3072,
+    4096,
+)
 _SIZE_LADDER += (6144, 8192, 12288, 16384, 24576, 32768, 65536)
 
 

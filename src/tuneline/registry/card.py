@@ -182,7 +182,9 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
             + (f", resampled by {report.grouped_by}." if report.grouped_by else ".")
         )
         lines.append("")
-        names: list[str] = [m for m in ("tuned", "base", "few_shot", "embedding_logreg", "prior") if m in models]
+        names: list[str] = [
+            m for m in ("tuned", "base", "few_shot", "embedding_logreg", "prior") if m in models
+        ]
         names += [m for m in models if m not in names]
         shown = [m for m in TABLE_METRICS if any(m in (models[n].get("metrics") or {}) for n in names)]
         rows = []
@@ -270,8 +272,8 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
     lines += ["", "## Limitations", ""]
     n_records = report.n or ev.get("n")
     lines.append(
-        f"- Evaluated on {n_records if n_records is not None else 'an unknown number of'} held-out records from the "
-        "same source as the training data; the CIs above show how much that sample can say."
+        f"- Evaluated on {n_records if n_records is not None else 'an unknown number of'} held-out records "
+        "from the same source as the training data; the CIs above show how much that sample can say."
     )
     if not report.slices:
         lines.append("- No slices were evaluated: performance on subgroups is unknown.")

@@ -295,8 +295,8 @@ def distill_collator(cfg: Config, run: RunDir, family, processor, train_records:
     if family.is_classifier:
         raise ConfigError(
             [
-                f"train.teacher: distillation trains a chat model on label answers; {family.name} is a sequence "
-                "classifier family"
+                f"train.teacher: distillation trains a chat model on label answers; {family.name} is a "
+                "sequence classifier family"
             ],
             hint="remove train.teacher, or use a generative base (tiny:gemma3, tiny:llama, ...)",
         )
@@ -377,9 +377,7 @@ def plan_batches(cfg: Config, processor, records: list) -> Batching:
     if cfg.train.packing:
         if cfg.train.class_balance == "sampler":
             raise ConfigError(
-                [
-                    "train.packing packs every sample once per epoch; it cannot draw samples by class"
-                ],
+                ["train.packing packs every sample once per epoch; it cannot draw samples by class"],
                 hint="set train.class_balance: loss (weights each sample's loss) or train.packing: false",
             )
         count = processor.token_counter()

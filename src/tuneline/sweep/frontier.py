@@ -136,7 +136,9 @@ def build(
     sign = _sign(metric)
     scored = [t for t in trials if t.state == "complete" and t.metric is not None and t.predictions]
     front = pareto(scored, metric, cost_metric)
-    best = min(scored, key=lambda t: (-sign * _metric_of(t), _cost(t, cost_metric), t.key)) if scored else None
+    best = (
+        min(scored, key=lambda t: (-sign * _metric_of(t), _cost(t, cost_metric), t.key)) if scored else None
+    )
     rows, eligible = [], []
     for t in sorted(trials, key=lambda t: t.number):
         row: dict[str, Any] = {
@@ -179,7 +181,9 @@ def build(
                 eligible.append(t)
         rows.append(row)
     recommended = (
-        min(eligible, key=lambda t: (_cost(t, cost_metric), -sign * _metric_of(t), t.key)) if eligible else None
+        min(eligible, key=lambda t: (_cost(t, cost_metric), -sign * _metric_of(t), t.key))
+        if eligible
+        else None
     )
     from tuneline.evaluation.metrics import nan_to_none
 

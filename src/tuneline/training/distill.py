@@ -64,9 +64,7 @@ def load_teacher(cfg) -> Teacher:
             rm = resolve(spec, cfg.registry.tracking_uri)
         except RegistryError as exc:
             raise ConfigError(
-                [
-                    f"train.teacher {spec!r} is neither a run directory nor a registered model: {exc}"
-                ],
+                [f"train.teacher {spec!r} is neither a run directory nor a registered model: {exc}"],
                 hint="give a run directory with adapter/, or NAME@ALIAS / NAME/VERSION of a registered model",
             ) from exc
         base = resolve_base_of(rm)
@@ -154,7 +152,11 @@ def teacher_scores(cfg, run, records: list, labels: list[str]) -> tuple[dict[str
     meta = {"labels": labels, "teacher": teacher.identity}
     buf = io.BytesIO()
     np.savez(
-        buf, ids=id_array, log_scores=s.log_probs, probabilities=s.probabilities, meta=np.array(json.dumps(meta))
+        buf,
+        ids=id_array,
+        log_scores=s.log_probs,
+        probabilities=s.probabilities,
+        meta=np.array(json.dumps(meta)),
     )
     atomic_write_bytes(path, buf.getvalue())
     truth = [labels.index(r.target) for r in records if r.target in labels]

@@ -17,7 +17,9 @@ from tuneline.config.schema.base import PATH_FIELD, Section
 # Sections a sweep candidate may change: what is trained and how it serves. Data, run, eval and registry
 # stay those of the sweep, so every trial sees the same prepared snapshot and the same test records.
 SWEEP_OVERRIDABLE = ("model", "train", "serve")
-SweepCost = Literal["cost_per_1k", "train_cost", "train_seconds", "latency_p95_s", "peak_memory_gb", "parameters"]
+SweepCost = Literal[
+    "cost_per_1k", "train_cost", "train_seconds", "latency_p95_s", "peak_memory_gb", "parameters"
+]
 SWEEP_COSTS: tuple[str, ...] = get_args(SweepCost)
 SweepValue = str | int | float | bool | None
 
