@@ -28,11 +28,11 @@ class ConfigError(TunelineError):
 
     exit_code = 2
 
-    def __init__(self, problems: list[str], *, source: str | None = None) -> None:
+    def __init__(self, problems: list[str], *, source: str | None = None, hint: str | None = None) -> None:
         self.problems = list(problems)
         self.source = source
         head = f"invalid configuration{f' {source}' if source else ''}: {len(self.problems)} problem(s)"
-        super().__init__(head + "\n" + "\n".join(f"  - {p}" for p in self.problems))
+        super().__init__(head + "\n" + "\n".join(f"  - {p}" for p in self.problems), hint=hint)
 
 
 class DataError(TunelineError):

@@ -20,12 +20,15 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from markupsafe import Markup
 
-RC = {
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+RC: dict[RcKeyType, Any] = {
     "svg.fonttype": "path",  # text as glyph paths: the same on every machine, nothing to inject
     "text.parse_math": False,  # a label with "$" is text, not mathtext
     "font.family": "DejaVu Sans",
@@ -284,6 +287,7 @@ def histogram(
     ax.yaxis.set_major_formatter(_formatter(_short_number))
     ax.yaxis.set_major_locator(_max_ticks(4))
     every = max(1, math.ceil(n / 16))
+    pos: np.ndarray
     if single:
         pos, text = x, list(edge_labels)
     else:

@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -36,7 +37,7 @@ def bars(label: str, *fields: str, console: Console | None = None) -> Progress:
 def phases() -> Iterator:
     """Yield a callback (phase, done, total) that shows one bar per phase name."""
     progress = bars("{task.description}")
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def update(phase: str, done: int, total: int) -> None:
         if phase not in tasks:

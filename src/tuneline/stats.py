@@ -151,10 +151,10 @@ def bootstrap_ci(
     rows its errors propagate. About 5 s for 1,000 resamples of ``roc_auc_score`` on 5,000 rows; use
     :func:`bootstrap_metrics` for the headline classification metrics (vectorised, ~1 s for all).
     """
-    arrays = _same_length(arrays)
-    estimate = float(metric_fn(*arrays))
-    resampler = Resampler.create(len(arrays[0]), groups, n_resamples, seed)
-    values = np.array([_try(metric_fn, [a[idx] for a in arrays]) for idx in resampler.indices()])
+    data = _same_length(arrays)
+    estimate = float(metric_fn(*data))
+    resampler = Resampler.create(len(data[0]), groups, n_resamples, seed)
+    values = np.array([_try(metric_fn, [a[idx] for a in data]) for idx in resampler.indices()])
     return _ci(estimate, values, alpha, resampler)
 
 

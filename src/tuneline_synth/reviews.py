@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Set as AbstractSet
 from pathlib import Path
+from typing import Any
 
 from tuneline_synth._io import write_jsonl
 
@@ -262,7 +264,9 @@ def _aspects(category: str) -> dict[str, tuple[list[str], list[str]]]:
     return {**CATEGORIES[category][1], **GENERIC}
 
 
-def _clause(rng: random.Random, aspects, positive: bool, exclude: set[str] = frozenset()) -> tuple[str, str]:
+def _clause(
+    rng: random.Random, aspects, positive: bool, exclude: AbstractSet[str] = frozenset()
+) -> tuple[str, str]:
     name = rng.choice(sorted(set(aspects) - exclude))
     return name, rng.choice(aspects[name][0 if positive else 1])
 
@@ -348,7 +352,8 @@ def generate(out: Path, *, n: int = 2000, seed: int = 0, positive_share: float =
                 shift = rng.gauss(0.0, 1.2)
                 products.append((category, kind, f"{category}-{kind.replace(' ', '_')}-{k}", shift))
     logit = math.log(positive_share / (1 - positive_share))
-    lines, seen = [], set()
+    lines: list[dict[str, Any]] = []
+    seen: set[str] = set()
     styles, weights = zip(*STYLES.items(), strict=True)
     attempts = 0
     while len(lines) < n:

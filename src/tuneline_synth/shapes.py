@@ -41,6 +41,7 @@ def _background(size: int, rng: random.Random) -> Image.Image:
     bg = tuple(rng.randint(150, 235) for _ in range(3))
     img = Image.new("RGB", (size, size), bg)
     px = img.load()
+    assert px is not None  # a new in-memory image always has its pixels
     for _ in range(size * size // 12):  # speckle noise, so the background is not a flat colour
         x, y = rng.randrange(size), rng.randrange(size)
         px[x, y] = tuple(min(255, max(0, c + rng.randint(-40, 40))) for c in bg)

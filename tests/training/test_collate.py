@@ -137,6 +137,8 @@ def test_pretokenized_text_batches_equal_tokenizing_again(base):
         short(records)
     budget = ChatCollator(processor, max_seq_length=128)
     assert 0 < budget.pretokenize(records, max_tokens=30) < len(records)  # a token budget caps it
+    assert budget.pretokenize(records, max_tokens=30) == 0  # a second call counts what is kept against it
+    assert cached.pretokenize(records) == 0  # nothing new to keep
 
 
 @pytest.mark.parametrize("base", ["tiny:gemma3", "tiny:llava", "tiny:qwen2_vl"])

@@ -15,6 +15,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -321,7 +322,7 @@ def _all_tags() -> frozenset[str]:
     return frozenset(tags)
 
 
-def _format_error(err: dict[str, Any], lines: dict[KeyPath, str], templates: dict[str, str]) -> str:
+def _format_error(err: Mapping[str, Any], lines: dict[KeyPath, str], templates: dict[str, str]) -> str:
     raw = tuple(p for p in err["loc"] if p != "[key]")  # dict-key errors end in '[key]'
     path = _strip_tags(raw)
     kind = err["type"]

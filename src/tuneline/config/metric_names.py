@@ -7,6 +7,8 @@ Plain tuples, no runtime code: ``config`` validates gates, guards and sweeps aga
 
 from __future__ import annotations
 
+from typing import Literal
+
 CLASSIFICATION = (
     "accuracy",
     "balanced_accuracy",
@@ -35,4 +37,25 @@ METRICS = (
     "perplexity",
     "loss",
 )
+# The same names as a type, for the config fields that take one (a type checker cannot read a
+# ``Literal`` off the tuple above); tests/config check that the two agree.
+MetricName = Literal[
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "sensitivity",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "brier",
+    "ece",
+    "exact_match",
+    "token_f1",
+    "rouge_l",
+    "perplexity",
+    "loss",
+]
 LOWER_IS_BETTER = ("log_loss", "brier", "ece", "perplexity", "loss")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,7 +173,7 @@ def applied(cfg: Config, result: Validation, ledger: Ledger | None = None) -> Va
 
 
 # ------------------------------------------------------------------ which snapshots held a record
-def _snapshot_folders(extra: list[Path] = ()) -> list[Path]:
+def _snapshot_folders(extra: Sequence[Path] = ()) -> list[Path]:
     root = workspace() / "datasets"
     found = sorted(p for p in root.glob("*") if (p / "records.parquet").is_file()) if root.is_dir() else []
     return found + [p for p in extra if (p / "records.parquet").is_file() and p not in found]
@@ -198,7 +198,7 @@ def _fingerprint(folder: Path) -> str | None:
         return None
 
 
-def holders(ids: set[str], groups: set[str], extra: list[Path] = ()) -> dict[str, dict[str, str]]:
+def holders(ids: set[str], groups: set[str], extra: Sequence[Path] = ()) -> dict[str, dict[str, str]]:
     """Snapshot fingerprint -> {record id: split}, from the snapshot folders and the ledger."""
     out: dict[str, dict[str, str]] = {}
     for folder in _snapshot_folders(list(extra)):

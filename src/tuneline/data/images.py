@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import scipy.fftpack
@@ -268,7 +268,12 @@ def _inspect_open(img: Image.Image, base: dict[str, Any], limits: ImageLimits) -
     )
 
 
-def perceptual_hashes(gray: Image.Image, hash_size: int = 8) -> dict[str, int]:
+class PerceptualHashes(TypedDict):
+    phash: int
+    dhash: int
+
+
+def perceptual_hashes(gray: Image.Image, hash_size: int = 8) -> PerceptualHashes:
     """imagehash's phash and dhash of the reduced decode, as ints, bit for bit.
 
     The arithmetic is imagehash's own (Lanczos resize to 32x32 / 9x8, scipy's type-II DCT, median

@@ -52,7 +52,25 @@ _BROKEN_IMAGE_CHECKS = frozenset(
     }
 )
 # Half-octave ladder for the size histogram when sizes span a wide range.
-_SIZE_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+_SIZE_LADDER: tuple[int, ...] = (
+    16,
+    24,
+    32,
+    48,
+    64,
+    96,
+    128,
+    192,
+    256,
+    384,
+    512,
+    768,
+    1024,
+    1536,
+    2048,
+    3072,
+    4096,
+)
 _SIZE_LADDER += (6144, 8192, 12288, 16384, 24576, 32768, 65536)
 
 
@@ -228,7 +246,7 @@ def _balance_context(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     )
     top, rest = labels[:MAX_LABELS], labels[MAX_LABELS:]
 
-    series = [{"name": "all kept", "colour": OVERALL_COLOUR, "counts": overall}]
+    series: list[dict[str, Any]] = [{"name": "all kept", "colour": OVERALL_COLOUR, "counts": overall}]
     for i, s in enumerate(split_names):
         series.append({"name": s, "colour": SPLIT_COLOURS[i % len(SPLIT_COLOURS)], "counts": split_labels[s]})
     for ser in series:
@@ -238,12 +256,12 @@ def _balance_context(summary: Mapping[str, Any]) -> dict[str, Any] | None:
         n = sum(counts.get(k, 0) for k in keys)
         return n, (n / total if total else None)
 
-    groups = [(k, [k]) for k in top]
+    groups: list[tuple[str, list[str]]] = [(k, [k]) for k in top]
     if rest:
         groups.append((f"other ({len(rest):,} labels)", rest))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, keys in groups:
-        cells = []
+        cells: list[dict[str, Any]] = []
         for ser in series:
             n, p = share(ser["counts"], keys, ser["total"])
             cells.append({"n": n, "p": p, "flag": ""})
@@ -257,7 +275,7 @@ def _balance_context(summary: Mapping[str, Any]) -> dict[str, Any] | None:
                 cell["flag"] = "drift"
         rows.append({"label": name, "other": keys is rest, "cells": cells})
 
-    groups = [
+    bar_groups = [
         (
             r["label"],
             [
@@ -282,7 +300,7 @@ def _balance_context(summary: Mapping[str, Any]) -> dict[str, Any] | None:
         ],
         "rows": rows,
         "n_labels": len(labels),
-        "svg": plots.grouped_bars(groups, lambda v: _pct(v, 0)),
+        "svg": plots.grouped_bars(bar_groups, lambda v: _pct(v, 0)),
         "drift": any(c["flag"] for r in rows for c in r["cells"]),
     }
 

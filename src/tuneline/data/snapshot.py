@@ -121,10 +121,10 @@ def _normalise(job: tuple[str, str, bool, int | None, str]) -> None:
         return
     from PIL import Image, ImageOps
 
-    with Image.open(src) as im:
-        if max_side and im.format == "JPEG":
-            im.draft("RGB", (max_side, max_side))  # decode at reduced size: much faster for photos
-        im = ImageOps.exif_transpose(im)
+    with Image.open(src) as opened:
+        if max_side and opened.format == "JPEG":
+            opened.draft("RGB", (max_side, max_side))  # decode at reduced size: much faster for photos
+        im = ImageOps.exif_transpose(opened)
         if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
             background = Image.new("RGB", im.size, (255, 255, 255))
             background.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))

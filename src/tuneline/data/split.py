@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 
 from tuneline.config.schema import SplitConfig
 from tuneline.data.records import Record
@@ -56,7 +57,7 @@ def stratum_key(cfg: SplitConfig):
 
 
 def split_records(
-    records: list[Record], cfg: SplitConfig, seed: int, links: list[tuple[str, str]] = ()
+    records: list[Record], cfg: SplitConfig, seed: int, links: Sequence[tuple[str, str]] = ()
 ) -> dict[str, list[Record]]:
     if cfg.strategy == "predefined":
         return _predefined(records, cfg)

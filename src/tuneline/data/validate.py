@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from tuneline.artifacts import (
 )
 from tuneline.config import Config
 from tuneline.data.checks import duplicates, images, labels, leakage, text
-from tuneline.data.findings import CHECKS, SEVERITY_OF_ACTION, Finding
+from tuneline.data.findings import CHECKS, SEVERITY_OF_ACTION, Action, Finding
 from tuneline.data.images import ImageLimits, inspect_images
 from tuneline.data.records import Record
 from tuneline.data.sources import read_source
@@ -60,16 +60,20 @@ class Validation:
         }
 
 
-def _action(cfg: Config, code: str) -> str:
-    return cfg.data.checks.actions.get(code, CHECKS[code][0])
+def _action(actions: Mapping[str, Action], code: str) -> Action:
+    return actions.get(code, CHECKS[code][0])
 
 
 def _apply(cfg: Config, raw: list[Finding]) -> tuple[list[Finding], dict[str, Finding], dict[str, Finding]]:
     """Set each finding's severity from its check's action; return (findings, errors, drops): the
     first failing / dropping finding of each record (keyed by record id, else by its source)."""
-    out, errors, drops = [], {}, {}
+    out: list[Finding] = []
+    errors: dict[str, Finding] = {}
+    drops: dict[str, Finding] = {}
+    # data.checks.actions is keyed by the CheckCode literals; findings carry their code as a str
+    actions: dict[str, Action] = {code: action for code, action in cfg.data.checks.actions.items()}
     for f in raw:
-        action = _action(cfg, f.check)
+        action = _action(actions, f.check)
         f = dataclasses.replace(f, severity=SEVERITY_OF_ACTION[action])
         out.append(f)
         key = f.record_id or f.source
@@ -233,8 +237,14 @@ def inspect_images_ray(paths: list[str], limits: ImageLimits, progress: Callable
         return []
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, log_to_driver=False)
-    ds = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
-    ds = ds.map_batches(_ray_batch, fn_kwargs={"limits": limits}, batch_size=RAY_BATCH, batch_format="numpy")
+    items = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
+    # Ray types ``fn`` as taking the batch alone, ignoring the keyword arguments fn_kwargs passes to it
+    ds = items.map_batches(
+        _ray_batch,  # type: ignore[arg-type]
+        fn_kwargs={"limits": limits},
+        batch_size=RAY_BATCH,
+        batch_format="numpy",
+    )
     out: list = [None] * len(paths)
     done = 0
     for batch in ds.iter_batches(batch_size=RAY_BATCH, batch_format="numpy"):

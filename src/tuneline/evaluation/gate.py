@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TypeGuard
 
 from tuneline.config.schema import LOWER_IS_BETTER, GateConfig
 
@@ -74,7 +75,8 @@ class GateEvidence:
     order: Sequence[str] = field(default_factory=tuple)  # models in scoring order (ties: first wins)
 
 
-def _finite(x) -> bool:
+def _finite(x: object) -> TypeGuard[float]:
+    """A real, finite number (not a bool); narrows ``x`` to a number for the type checker."""
     return x is not None and isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 

@@ -67,9 +67,9 @@ def _permutation(cfg, task, labels, positive, records, scored, report, groups, p
         ones = np.ones((1, len(y)))
         y = inp.y_idx  # permute the label indices the metrics read
 
-        def metric(y_idx: np.ndarray) -> float:
+        def metric(permuted: np.ndarray) -> float:
             # the vectorised headline metrics (equal to scikit-learn's, see stats.py) on permuted labels
-            return float(S.weighted_metrics(replace(inp, y_idx=y_idx.astype(np.int64)), ones)[name][0])
+            return float(S.weighted_metrics(replace(inp, y_idx=permuted.astype(np.int64)), ones)[name][0])
 
     else:
         scores_name = "exact_match" if primary == "accuracy" else primary
@@ -77,8 +77,8 @@ def _permutation(cfg, task, labels, positive, records, scored, report, groups, p
             return None
         generated = tuned.generated
 
-        def metric(refs: np.ndarray) -> float:
-            return float(np.mean(M.generation_scores(generated, list(refs))[scores_name]))
+        def metric(permuted: np.ndarray) -> float:  # the references, permuted
+            return float(np.mean(M.generation_scores(generated, list(permuted))[scores_name]))
 
         y = np.array([r.answer for r in records], dtype=object)
     result = S.permutation_test(

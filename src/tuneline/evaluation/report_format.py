@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -92,7 +92,7 @@ CLASS_COLOURS = (
 # numbers
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[float | np.integer | np.floating]:
     return (
         isinstance(value, int | float | np.integer | np.floating)
         and not isinstance(value, bool)

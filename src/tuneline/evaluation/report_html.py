@@ -99,7 +99,7 @@ class _Curves:
         positive = report.get("positive")
         self.positive = str(positive) if positive is not None else (self.labels[-1] if self.labels else None)
         self.notes: list[str] = []
-        self.data: dict[str, dict[str, np.ndarray]] = {}
+        self.data: dict[str, dict[str, Any]] = {}  # arrays y, P, Y and the threshold (float or None)
         missing = [label for label in self.labels if f"p_{label}" not in pred]
         if not self.labels or missing:
             self.notes.append(
@@ -123,11 +123,16 @@ class _Curves:
             Y = np.column_stack([(y == label).astype(int) for label in self.labels])
             self.data[m] = {"y": y, "P": P, "Y": Y, "threshold": t}
 
+    def _positive_column(self) -> int:
+        """The positive label's column; only asked for binary tasks, which always have one."""
+        assert self.positive is not None
+        return self.labels.index(self.positive)
+
     def scores(self, m: str) -> tuple[np.ndarray, np.ndarray]:
         """(outcome, score) for ROC/PR: positive class (binary) or flattened one-vs-rest (micro)."""
         d = self.data[m]
         if self.binary:
-            k = self.labels.index(self.positive)
+            k = self._positive_column()
             return d["Y"][:, k], d["P"][:, k]
         return d["Y"].ravel(), d["P"].ravel()
 
@@ -135,7 +140,7 @@ class _Curves:
         """(outcome, confidence) for calibration: positive-class probability, or the top label's."""
         d = self.data[m]
         if self.binary:
-            k = self.labels.index(self.positive)
+            k = self._positive_column()
             return d["Y"][:, k], d["P"][:, k]
         top = d["P"].argmax(axis=1)
         return (d["Y"][np.arange(len(top)), top] == 1).astype(int), d["P"].max(axis=1)

@@ -89,7 +89,7 @@ def _comparisons(
     comps = [c for c in report.get("comparisons") or [] if isinstance(c, Mapping)]
     if not comps:
         return None
-    others = _model_order(c.get("a") for c in comps if c.get("a") is not None)
+    others = _model_order(c["a"] for c in comps if c.get("a") is not None)
     order = {c: i for i, c in enumerate(columns)}
     keys: list[tuple[str, str]] = []
     for c in comps:
@@ -106,9 +106,9 @@ def _comparisons(
     primary = report.get("primary")
     rows = []
     for metric, method in keys:
-        cells = []
+        cells: list[dict[str, Any] | None] = []
         for other in others:
-            c = next(
+            comp = next(
                 (
                     x
                     for x in comps
@@ -116,11 +116,11 @@ def _comparisons(
                 ),
                 None,
             )
-            if c is None:
+            if comp is None:
                 cells.append(None)
                 continue
-            delta = c.get("delta")
-            low, high = _ci_pair(c.get("ci"))
+            delta = comp.get("delta")
+            low, high = _ci_pair(comp.get("ci"))
             sign = -1.0 if _lower_is_better(metric) else 1.0
             direction = ""
             if _finite(delta) and delta != 0:
@@ -129,13 +129,13 @@ def _comparisons(
             cells.append(
                 {
                     "delta": _signed(delta, _digits(metric)),
-                    "ci": _delta_ci_text(c.get("ci"), _digits(metric)),
-                    "p": _pvalue(c.get("p_value")),
-                    "pair": f"{other} {_fmt(c.get('value_a'), _digits(metric))} → tuned "
-                    f"{_fmt(c.get('value_b'), _digits(metric))}",
+                    "ci": _delta_ci_text(comp.get("ci"), _digits(metric)),
+                    "p": _pvalue(comp.get("p_value")),
+                    "pair": f"{other} {_fmt(comp.get('value_a'), _digits(metric))} → tuned "
+                    f"{_fmt(comp.get('value_b'), _digits(metric))}",
                     "direction": direction,
                     "significant": significant,
-                    "unit": c.get("unit") or "",
+                    "unit": comp.get("unit") or "",
                 }
             )
         rows.append(
@@ -185,7 +185,7 @@ def _verdict(report: Mapping[str, Any], models: Sequence[str]) -> dict[str, Any]
         if m != "tuned" and m not in (report.get("not_beaten") or []) and comparison(m) is not None
     ]
     tuned = report["models"].get("tuned") or {}
-    head = {
+    head: dict[str, str | None] = {
         "metric": _label(primary) if primary else DASH,
         "value": _fmt(_lookup(tuned.get("metrics"), primary), _digits(primary)),
         "ci": _ci_text(_lookup(tuned.get("ci"), primary), _digits(primary)),

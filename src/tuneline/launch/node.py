@@ -211,7 +211,7 @@ def resolve_secret_refs(env) -> list[str]:
     if endpoint.startswith("http://"):  # the loopback stand-in of the tests
         from google.auth.credentials import AnonymousCredentials
 
-        credentials = AnonymousCredentials()
+        credentials: google.auth.credentials.Credentials = AnonymousCredentials()
     else:
         credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     session = AuthorizedSession(credentials)

@@ -83,6 +83,7 @@ def status(ref: str) -> dict:
         else:
             nodes[rank] = {"pid": pid, "state": "LOST"}
     states = {n["state"] for n in nodes.values()}
+    overall: str
     for state in ("FAILED", "LOST", "RUNNING"):
         if state in states:
             overall = state

@@ -55,7 +55,7 @@ class ResolvedModel:
     package: dict[str, str] | None = None  # {"module", "distribution", "version"} for pkg: bases
 
     def provenance(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "id": self.spec,
             "kind": self.kind,
             "family": self.family.name,
@@ -339,6 +339,7 @@ def load_processor(resolved: ResolvedModel):
     from tuneline.models.processing import ChatProcessor
 
     family = resolved.family
+    auto: Any  # a processor or tokenizer class: each has from_pretrained
     if family.processor_class is not None:
         auto = family.processor_class
     elif family.multimodal:

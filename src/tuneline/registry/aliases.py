@@ -369,7 +369,7 @@ def promote(
             tags["tuneline.promotion_reason"] = reason
         history = [*state.history, entry]
         # The challenger became the champion: it is no longer a challenger.
-        extra = {CHALLENGER: None} if state.aliases.get(CHALLENGER) == v else {}
+        extra: dict[str, str | None] = {CHALLENGER: None} if state.aliases.get(CHALLENGER) == v else {}
         with _version_tags(c, name, v, tags):
             wanted = _write(c, name, state, history, extra)
         after = _verify(c, name, wanted, state.seq + 1)

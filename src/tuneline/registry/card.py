@@ -149,7 +149,7 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
         )
     lines += ["", "## Training", ""]
     lora = train_cfg.lora
-    settings = [
+    settings: list[list[Any]] = [
         ["method", train_cfg.method],
         ["LoRA r / alpha / dropout", f"{lora.r} / {lora.alpha} / {lora.dropout}"],
         ["learning rate", train_cfg.learning_rate],
@@ -182,7 +182,9 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
             + (f", resampled by {report.grouped_by}." if report.grouped_by else ".")
         )
         lines.append("")
-        names = [m for m in ("tuned", "base", "few_shot", "embedding_logreg", "prior") if m in models]
+        names: list[str] = [
+            m for m in ("tuned", "base", "few_shot", "embedding_logreg", "prior") if m in models
+        ]
         names += [m for m in models if m not in names]
         shown = [m for m in TABLE_METRICS if any(m in (models[n].get("metrics") or {}) for n in names)]
         rows = []
@@ -268,14 +270,14 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
         )
 
     lines += ["", "## Limitations", ""]
-    n = report.n or ev.get("n")
+    n_records = report.n or ev.get("n")
     lines.append(
-        f"- Evaluated on {n if n is not None else 'an unknown number of'} held-out records from the "
-        "same source as the training data; the CIs above show how much that sample can say."
+        f"- Evaluated on {n_records if n_records is not None else 'an unknown number of'} held-out records "
+        "from the same source as the training data; the CIs above show how much that sample can say."
     )
     if not report.slices:
         lines.append("- No slices were evaluated: performance on subgroups is unknown.")
-    if isinstance(n, int) and n < 100:
+    if isinstance(n_records, int) and n_records < 100:
         lines.append("- Fewer than 100 evaluation records: estimates are imprecise.")
     if report.not_beaten:
         lines.append(f"- Did not beat on {report.primary}: {', '.join(report.not_beaten)}.")

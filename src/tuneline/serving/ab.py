@@ -19,6 +19,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,9 @@ def assign(traffic: dict[str, float], salt: str, user: str) -> str:
         last = alias
         if point < upto:
             return alias
-    return last  # type: ignore[return-value]  (rounding at the top end)
+    if last is None:  # ServeConfig requires percentages summing to 100
+        raise ValueError(f"serve.traffic gives no alias any traffic: {traffic}")
+    return last  # rounding at the top end
 
 
 def user_hash(user: str | None) -> str | None:
@@ -176,7 +179,7 @@ def report(
             "ON f.response_id = r.id WHERE r.ts >= ? AND r.variant IS NOT NULL ORDER BY r.ts",
             (since or 0.0,),
         ).fetchall()
-    by: dict[str, dict[str, list]] = {}
+    by: dict[str, dict[str, Any]] = {}  # variant -> versions (set), n (int), per-request value lists
     for variant, version, status, latency, cached, outcome, score in rows:
         d = by.setdefault(
             variant, {"versions": set(), "error": [], "latency": [], "correct": [], "score": [], "n": 0}
@@ -191,13 +194,13 @@ def report(
         if score is not None:
             d["score"].append(float(score))
 
-    def p50(x):
+    def p50(x: np.ndarray) -> float:
         return float(np.median(x))
 
-    def p95(x):
+    def p95(x: np.ndarray) -> float:
         return float(np.percentile(x, 95))
 
-    stats = {
+    stats: dict[str, tuple[str, Callable[[np.ndarray], Any]]] = {
         "latency_p50_s": ("latency", p50),
         "latency_p95_s": ("latency", p95),
         "error_rate": ("error", np.mean),

@@ -330,7 +330,7 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
     async def metrics(request: Request) -> Response:
         from prometheus_client.exposition import choose_encoder
 
-        encoder, content_type = choose_encoder(request.headers.get("accept"))
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encoder(srv.metrics.registry), media_type=content_type)
 
     auth = [401] if srv.keys.enabled else []

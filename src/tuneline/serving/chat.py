@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 access = logging.getLogger("tuneline.access")
 
 
-def error_response(exc: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(exc: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
@@ -122,13 +122,13 @@ class ChatCall:
         self.version = self.variant.ref.version
         self.headers.update({"X-Tuneline-Variant": self.alias, "X-Tuneline-Version": self.version})
         if srv.running >= srv.serve.limits.max_concurrency:
-            exc = ApiError(
+            busy = ApiError(
                 429,
                 f"{srv.running} requests in flight, the limit (serve.limits.max_concurrency); retry shortly",
                 type_="rate_limit_error",
             )
-            self.finish(429, error=exc.message)
-            return error_response(exc, self.headers | {"Retry-After": "1"})
+            self.finish(429, error=busy.message)
+            return error_response(busy, self.headers | {"Retry-After": "1"})
         srv.running += 1
         srv.metrics.running.inc()
         self.variant.acquire()

@@ -15,6 +15,7 @@ thread (the tokenizer releases the GIL; image decoding mostly does). Every refus
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -180,7 +181,7 @@ class ChatCompletionChunk(BaseModel):
 
 
 # ------------------------------------------------------------------ parse: bytes -> body
-def validation_message(errors: list[dict]) -> tuple[str, str | None]:
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
     """pydantic's (or FastAPI's) errors -> one message naming the fields, and the first field."""
     for e in errors:
         if e.get("type") == "json_invalid":

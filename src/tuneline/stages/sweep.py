@@ -52,7 +52,7 @@ def sweep_dir(cfg: Config) -> Path:
 
 
 def metric_of(cfg: Config) -> str:
-    return cfg.sweep.metric or cfg.eval.gate.primary or "roc_auc"
+    return plan.sweep_of(cfg).metric or cfg.eval.gate.primary or "roc_auc"
 
 
 def run(
@@ -326,17 +326,18 @@ def write_frontier(cfg: Config, handle: S.Study, root: Path, metric: str) -> dic
     from tuneline.sweep.report import render
 
     trials = outcomes(handle, metric)
-    first = next((t for t in trials if t.predictions is not None), None)
+    # a trial with predictions read them from its run directory (read_outcome)
+    first = next((t.run_dir for t in trials if t.predictions is not None and t.run_dir is not None), None)
     if first is None:
         raise SweepError(
             "no trial of the sweep completed", hint=f"see the trials' run.log under {root / 'trials'}"
         )
-    report = json.loads((Path(first.run_dir) / "eval" / "report.json").read_text())
+    report = json.loads((Path(first) / "eval" / "report.json").read_text())
     frontier = build(
         trials,
         metric=metric,
-        cost_metric=cfg.sweep.cost_metric,
-        tolerance=cfg.sweep.tolerance,
+        cost_metric=plan.sweep_of(cfg).cost_metric,
+        tolerance=plan.sweep_of(cfg).tolerance,
         classes=report["labels"],
         positive=report["positive"],
         n_resamples=cfg.eval.bootstrap_resamples,

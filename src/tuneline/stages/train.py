@@ -20,11 +20,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuneline.config import Config
 from tuneline.data.records import read_records
 from tuneline.errors import ConfigError, DataError, TrainingInterrupted
 from tuneline.runs import RunDir, atomic_dir, is_main_process
+
+if TYPE_CHECKING:
+    from tuneline.training.packing import PackedRows
 
 log = logging.getLogger("tuneline.train")
 
@@ -290,15 +294,19 @@ def distill_collator(cfg: Config, run: RunDir, family, processor, train_records:
 
     if family.is_classifier:
         raise ConfigError(
-            f"train.teacher: distillation trains a chat model on label answers; {family.name} is a sequence "
-            "classifier family",
+            [
+                f"train.teacher: distillation trains a chat model on label answers; {family.name} is a "
+                "sequence classifier family"
+            ],
             hint="remove train.teacher, or use a generative base (tiny:gemma3, tiny:llama, ...)",
         )
     task, labels, _ = resolve_task(cfg, train_records, val_records or train_records)
     if task != "classification":
         raise ConfigError(
-            "train.teacher: distillation is implemented for classification tasks only for now; this data "
-            "resolves to a generation task",
+            [
+                "train.teacher: distillation is implemented for classification tasks only for now; this data "
+                "resolves to a generation task"
+            ],
             hint="set eval.task: classification with labelled records (or eval.labels), or no train.teacher",
         )
     scores, identity = teacher_scores(cfg, run, train_records + val_records, labels)
@@ -342,7 +350,7 @@ class Batching:
     sampler: object
     loss_weights: dict[str, float] | None
     padding_fraction: float | None  # of the first epoch's micro-batches, when lengths were counted
-    train_dataset: Sequence  # the records, or with train.packing their packed rows
+    train_dataset: Sequence | PackedRows  # the records, or with train.packing their packed rows
     fill_ratio: float | None = None  # with train.packing: share of the rows' positions holding tokens
 
 
@@ -363,13 +371,13 @@ def plan_batches(cfg: Config, processor, records: list) -> Batching:
         weights = class_weights(labels)
     loss_weights = (
         {r.id: w for r, w in zip(records, weights, strict=True)}
-        if cfg.train.class_balance == "loss"
+        if cfg.train.class_balance == "loss" and weights is not None
         else None
     )
     if cfg.train.packing:
         if cfg.train.class_balance == "sampler":
             raise ConfigError(
-                "train.packing packs every sample once per epoch; it cannot draw samples by class",
+                ["train.packing packs every sample once per epoch; it cannot draw samples by class"],
                 hint="set train.class_balance: loss (weights each sample's loss) or train.packing: false",
             )
         count = processor.token_counter()

@@ -58,6 +58,12 @@ def _cost(t: TrialOutcome, cost_metric: str) -> float:
     return math.inf if value is None or not math.isfinite(value) else float(value)
 
 
+def _metric_of(t: TrialOutcome) -> float:
+    """The metric of a scored trial (``build`` ranks only trials that have one)."""
+    assert t.metric is not None
+    return t.metric
+
+
 def pareto(trials: list[TrialOutcome], metric: str, cost_metric: str) -> set[str]:
     """Keys of the Pareto-optimal trials on (metric, cost); trials without a cost are left out."""
     sign = _sign(metric)
@@ -130,7 +136,9 @@ def build(
     sign = _sign(metric)
     scored = [t for t in trials if t.state == "complete" and t.metric is not None and t.predictions]
     front = pareto(scored, metric, cost_metric)
-    best = min(scored, key=lambda t: (-sign * t.metric, _cost(t, cost_metric), t.key)) if scored else None
+    best = (
+        min(scored, key=lambda t: (-sign * _metric_of(t), _cost(t, cost_metric), t.key)) if scored else None
+    )
     rows, eligible = [], []
     for t in sorted(trials, key=lambda t: t.number):
         row: dict[str, Any] = {
@@ -152,6 +160,7 @@ def build(
                 row["vs_best"] = {"delta": 0.0, "ci": [0.0, 0.0], "p_value": 1.0}
                 row["non_inferior"] = True
             else:
+                assert best.predictions is not None and t.predictions is not None  # both are in scored
                 c = paired_delta(
                     best.predictions,
                     t.predictions,
@@ -172,7 +181,9 @@ def build(
                 eligible.append(t)
         rows.append(row)
     recommended = (
-        min(eligible, key=lambda t: (_cost(t, cost_metric), -sign * t.metric, t.key)) if eligible else None
+        min(eligible, key=lambda t: (_cost(t, cost_metric), -sign * _metric_of(t), t.key))
+        if eligible
+        else None
     )
     from tuneline.evaluation.metrics import nan_to_none
 

@@ -31,6 +31,15 @@ def grid_key(params: dict[str, Any]) -> str:
     return "g" + hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+def sweep_of(cfg: Config) -> SweepConfig:
+    """The config's ``sweep:`` section; a sweep cannot run without one."""
+    if cfg.sweep is None:
+        from tuneline.errors import SweepError
+
+        raise SweepError("this config has no sweep: section", hint="add sweep: (candidates, grid or space)")
+    return cfg.sweep
+
+
 def fixed_trials(sweep: SweepConfig) -> list[TrialSpec] | None:
     """Every trial of a candidate list or grid, in a fixed order; None for a search space."""
     if sweep.candidates is not None:
@@ -64,7 +73,10 @@ def suggest(sweep: SweepConfig, trial) -> dict[str, Any]:
     for key, dim in sorted((sweep.space or {}).items()):
         if dim.type == "categorical":
             out[key] = trial.suggest_categorical(key, dim.choices)
-        elif dim.type == "int":
+            continue
+        # SweepParam validates that an int or float dimension has both bounds
+        assert dim.low is not None and dim.high is not None
+        if dim.type == "int":
             out[key] = trial.suggest_int(key, int(dim.low), int(dim.high), log=dim.log)
         else:
             out[key] = trial.suggest_float(key, float(dim.low), float(dim.high), log=dim.log)
@@ -80,7 +92,7 @@ def check_all(cfg: Config) -> list[TrialSpec] | None:
     """Build every fixed trial's config once: all problems of all candidates in one ConfigError."""
     from tuneline.errors import ConfigError
 
-    specs = fixed_trials(cfg.sweep)
+    specs = fixed_trials(sweep_of(cfg))
     problems: list[str] = []
     for spec in specs or []:
         try:

@@ -24,11 +24,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from tuneline.config import Config
 from tuneline.config.schema import LOWER_IS_BETTER, SweepConfig
 from tuneline.errors import SweepError
-from tuneline.sweep.plan import fixed_trials
+from tuneline.sweep.plan import fixed_trials, sweep_of
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
 
 KEY_ATTR = "tuneline.key"  # user attribute: the trial's run directory name (copied onto retries)
 STRAY_ATTR = "tuneline.stray"  # a trial created when the queue ran dry under a concurrent worker
@@ -46,10 +50,11 @@ def default_storage(cfg: Config) -> str:
     return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
 
-def storage_for(cfg: Config):
+def storage_for(cfg: Config) -> BaseStorage:
     import optuna
+    import optuna.storages.journal
 
-    sweep: SweepConfig = cfg.sweep
+    sweep = sweep_of(cfg)
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=sweep.max_retries)
     if sweep.journal_file is not None:
         sweep.journal_file.parent.mkdir(parents=True, exist_ok=True)
@@ -71,10 +76,10 @@ def storage_for(cfg: Config):
 
 
 def study_name(cfg: Config) -> str:
-    return cfg.sweep.study_name or f"{cfg.run.name}-sweep"
+    return sweep_of(cfg).study_name or f"{cfg.run.name}-sweep"
 
 
-def direction(metric: str) -> str:
+def direction(metric: str) -> Literal["minimize", "maximize"]:
     return "minimize" if metric in LOWER_IS_BETTER else "maximize"
 
 
@@ -89,7 +94,8 @@ def pruner_for(sweep: SweepConfig):
 
 
 def seed_of(cfg: Config) -> int:
-    return cfg.run.seed if cfg.sweep.seed is None else cfg.sweep.seed
+    seed = sweep_of(cfg).seed
+    return cfg.run.seed if seed is None else seed
 
 
 @dataclass
@@ -97,7 +103,7 @@ class Study:
     """The sweep's study, reloaded with a fresh seeded sampler before each trial is drawn."""
 
     cfg: Config
-    storage: object
+    storage: BaseStorage
     name: str
     metric: str
     created: bool = False
@@ -107,7 +113,7 @@ class Study:
 
         sampler = optuna.samplers.TPESampler(seed=seed_of(self.cfg) + trials_so_far)
         return optuna.load_study(
-            study_name=self.name, storage=self.storage, sampler=sampler, pruner=pruner_for(self.cfg.sweep)
+            study_name=self.name, storage=self.storage, sampler=sampler, pruner=pruner_for(sweep_of(self.cfg))
         )
 
 
@@ -142,7 +148,7 @@ def open_study(cfg: Config, metric: str, on_create) -> Study:
             time.sleep(0.5)
         return Study(cfg, storage, name, metric)
     study.set_user_attr("tuneline.metric", metric)
-    for spec in fixed_trials(cfg.sweep) or []:
+    for spec in fixed_trials(sweep_of(cfg)) or []:
         study.enqueue_trial(spec.params, user_attrs={KEY_ATTR: spec.key})
     on_create(study)
     study.set_user_attr(INIT_ATTR, True)
@@ -161,13 +167,15 @@ def next_trial(handle: Study):
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(STRAY_ATTR)]
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     running = [t for t in trials if t.state == TrialState.RUNNING]
-    fixed = fixed_trials(handle.cfg.sweep) is not None
+    sweep = sweep_of(handle.cfg)
+    fixed = fixed_trials(sweep) is not None
     if not waiting:
         if not fixed:
             counted = [
                 t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
             ]
-            if len(counted) < handle.cfg.sweep.trials:
+            assert sweep.trials is not None  # SweepConfig: a search space needs sweep.trials
+            if len(counted) < sweep.trials:
                 study = handle.load(len(trials))
                 trial = study.ask()
                 trial.set_user_attr(KEY_ATTR, trial.user_attrs.get(KEY_ATTR) or f"trial-{trial.number:03d}")
@@ -207,7 +215,7 @@ def heartbeat(handle: Study, trial) -> Iterator[None]:
     def beat() -> None:
         while True:
             storage.record_heartbeat(trial_id)
-            if stop.wait(handle.cfg.sweep.heartbeat_s):
+            if stop.wait(sweep_of(handle.cfg).heartbeat_s):
                 return
 
     thread = threading.Thread(target=beat, name="sweep-heartbeat", daemon=True)

@@ -73,7 +73,7 @@ class ChatCollator:
         if set(probe) != {"input_ids", "attention_mask"}:
             return 0
         kept = len(self._tokenized)
-        budget = max_tokens - sum(len(ids) for ids, _ in self._tokenized.values())
+        budget = max_tokens - sum(len(ids) for ids, _, _ in self._tokenized.values())
         for record in records:
             if record.images or record.id in self._tokenized:
                 continue
@@ -186,7 +186,7 @@ class ChatCollator:
             and self.cached_images is not None
             and all(self.cached_images(f"{r.id}#{j}") for r in records for j in range(len(r.images)))
         ):  # every image's features are cached: no image to load, no processor call
-            out = self._from_tokenized(records)
+            out: dict[str, Any] = self._from_tokenized(records)  # tensors, and the images' cache keys
             self._check_length(records, out)
             out["image_keys"] = [f"{r.id}#{j}" for r in records for j in range(len(r.images))]
             return self._finish(records, out)

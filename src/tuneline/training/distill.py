@@ -23,12 +23,16 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from tuneline.errors import ConfigError, DataError
 from tuneline.runs import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from tuneline.models.processing import ChatProcessor
 
 log = logging.getLogger("tuneline.distill")
 
@@ -39,7 +43,7 @@ IGNORE = -100
 @dataclass
 class Teacher:
     model: object
-    processor: object  # tuneline ChatProcessor
+    processor: ChatProcessor
     identity: dict  # what the teacher is: kind, reference, version or run directory
 
 
@@ -60,7 +64,7 @@ def load_teacher(cfg) -> Teacher:
             rm = resolve(spec, cfg.registry.tracking_uri)
         except RegistryError as exc:
             raise ConfigError(
-                f"train.teacher {spec!r} is neither a run directory nor a registered model: {exc}",
+                [f"train.teacher {spec!r} is neither a run directory nor a registered model: {exc}"],
                 hint="give a run directory with adapter/, or NAME@ALIAS / NAME/VERSION of a registered model",
             ) from exc
         base = resolve_base_of(rm)
@@ -90,16 +94,20 @@ def _from_run_dir(folder: Path):
     run = RunDir(folder)
     if not run.adapter_dir.is_dir() or not run.config_file.is_file():
         raise ConfigError(
-            f"train.teacher {str(folder)!r} is a folder but not a trained run directory (needs "
-            "config.resolved.yaml and adapter/)",
+            [
+                f"train.teacher {str(folder)!r} is a folder but not a trained run directory (needs "
+                "config.resolved.yaml and adapter/)"
+            ],
             hint="point train.teacher at a run that finished `tuneline train`, or at a registered model",
         )
     tcfg = load_config(run.config_file, env={})
     base = resolve_base(tcfg.model)
     if base.family.is_classifier:
         raise ConfigError(
-            f"train.teacher {str(folder)!r} is a {base.family.name} sequence classifier; distillation "
-            "needs a chat model scoring label answers",
+            [
+                f"train.teacher {str(folder)!r} is a {base.family.name} sequence classifier; distillation "
+                "needs a chat model scoring label answers"
+            ],
             hint="use a generative teacher (tiny:gemma3, tiny:llama, ...)",
         )
     if tcfg.train.method == "full":
@@ -140,11 +148,15 @@ def teacher_scores(cfg, run, records: list, labels: list[str]) -> tuple[dict[str
     teacher = load_teacher(cfg)
     collator = ChatCollator(teacher.processor, cfg.data.max_seq_length)
     s = score_labels(teacher.model, collator, records, labels, batch_size=cfg.eval.batch_size)
-    ids = np.array([r.id for r in records])
+    id_array = np.array([r.id for r in records])
     meta = {"labels": labels, "teacher": teacher.identity}
     buf = io.BytesIO()
     np.savez(
-        buf, ids=ids, log_scores=s.log_probs, probabilities=s.probabilities, meta=np.array(json.dumps(meta))
+        buf,
+        ids=id_array,
+        log_scores=s.log_probs,
+        probabilities=s.probabilities,
+        meta=np.array(json.dumps(meta)),
     )
     atomic_write_bytes(path, buf.getvalue())
     truth = [labels.index(r.target) for r in records if r.target in labels]

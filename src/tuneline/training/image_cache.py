@@ -88,6 +88,7 @@ class ImageFeatureCache:
             return inputs
         if pixels is None and not all(k in self.features for k in keys):  # the collator checks first
             raise RuntimeError(f"a batch without pixel_values has uncached images ({keys[0]} …)")
+        per_image: list[torch.Tensor] | None
         if all(k in self.features for k in keys):
             self.hits += len(keys)
             device = pixels.device if pixels is not None else next(model.parameters()).device
@@ -100,7 +101,8 @@ class ImageFeatureCache:
                 return inputs
         pooled = torch.stack(per_image) if self.stacked else tuple(per_image)
         out = {k: v for k, v in inputs.items() if k != "pixel_values"}
-        out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+        # transformers types pooler_output as one tensor; models taking a list per image read a tuple here
+        out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}  # type: ignore[arg-type]
         return out
 
     def _compute(self, model, inputs: dict, keys: list[str]) -> list[torch.Tensor] | None:

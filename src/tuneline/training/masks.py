@@ -77,7 +77,7 @@ def build(config, inputs: dict):
         return None  # plain causal: SDPA's is_causal path needs no mask at all
     if config.model_type != "gemma3":
         return allowed[:, None]
-    if images:
+    if images and types is not None:  # images implies types
         blocks = _image_blocks(types)
         both_ways = (blocks[:, :, None] == blocks[:, None, :]) & (blocks[:, :, None] >= 0)
         allowed = allowed | both_ways

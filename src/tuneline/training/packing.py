@@ -23,6 +23,7 @@ bidirectional image attention its own mask).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -87,7 +88,8 @@ class PackedRows(Dataset):
         self.lengths = [int(n) for n in lengths]
         self.capacity = capacity
         self.seed = seed
-        self._epoch, self._bins = -1, []
+        self._epoch: int = -1
+        self._bins: list[list[int]] = []
         self.n_rows = len(self.bins(0))
 
     def bins(self, epoch: int) -> list[list[int]]:
@@ -141,7 +143,11 @@ class PackingCollator:
         self.flatten = flatten  # one row for variable-length (FlashAttention) kernels
 
     def __call__(self, items: list[Record] | list[list[Record]]) -> dict[str, torch.Tensor]:
-        rows = [list(item) for item in items] if items and isinstance(items[0], list) else [list(items)]
+        # a list of packed rows (lists of records), or one row; isinstance on the first cannot narrow the list
+        if items and isinstance(items[0], list):
+            rows = [list(item) for item in items]
+        else:
+            rows = [list(cast("list[Record]", items))]
         records = [r for row in rows for r in row]
         for r in records:
             if r.images:

@@ -9,7 +9,7 @@ from pydantic import (
     model_validator,
 )
 
-from tuneline.config.metric_names import METRICS
+from tuneline.config.metric_names import MetricName
 from tuneline.config.schema.base import Section
 
 
@@ -25,7 +25,7 @@ class ThresholdConfig(Section):
 
 
 class GuardRule(Section):
-    metric: Literal[(*METRICS, "dp_epsilon")] = Field(
+    metric: Literal[MetricName, "dp_epsilon"] = Field(
         ...,
         description="Metric of the tuned model to bound; dp_epsilon: the epsilon its differentially private "
         "training spent (train.privacy.dp; undefined, so failing, for a model trained without DP).",
@@ -44,7 +44,7 @@ class GateConfig(Section):
     enabled: bool = Field(
         True, description="Check the gate; `tuneline evaluate` and `tuneline run` exit 7 when it fails."
     )
-    primary: Literal[METRICS] | None = Field(
+    primary: MetricName | None = Field(
         None,
         description="Metric the tuned model must improve (default: balanced_accuracy for classification, "
         "which a model predicting one class for everything cannot game; exact_match for generation).",

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     Field,
     model_validator,
 )
 
-from tuneline.config.metric_names import METRICS
+from tuneline.config.metric_names import MetricName
 from tuneline.config.schema.base import PATH_FIELD, Section
 
 # ---------------------------------------------------------------------------------- sweep
 # Sections a sweep candidate may change: what is trained and how it serves. Data, run, eval and registry
 # stay those of the sweep, so every trial sees the same prepared snapshot and the same test records.
 SWEEP_OVERRIDABLE = ("model", "train", "serve")
-SWEEP_COSTS = ("cost_per_1k", "train_cost", "train_seconds", "latency_p95_s", "peak_memory_gb", "parameters")
+SweepCost = Literal[
+    "cost_per_1k", "train_cost", "train_seconds", "latency_p95_s", "peak_memory_gb", "parameters"
+]
+SWEEP_COSTS: tuple[str, ...] = get_args(SweepCost)
 SweepValue = str | int | float | bool | None
 
 
@@ -114,10 +117,10 @@ class SweepConfig(Section):
         description="Optuna study name; also names the sweep folder <output_dir>/<run.name>/sweep/<study>. "
         "Default: <run.name>-sweep.",
     )
-    metric: Literal[METRICS] | None = Field(
+    metric: MetricName | None = Field(
         None, description="Metric the trials are compared on (default: eval.gate.primary, else roc_auc)."
     )
-    cost_metric: Literal[SWEEP_COSTS] = Field(
+    cost_metric: SweepCost = Field(
         "cost_per_1k",
         description="What 'cheapest' means for the recommendation: cost_per_1k (serving cost of 1,000 "
         "predictions, needs train.cost.price_per_hour), train_cost, train_seconds, latency_p95_s, "

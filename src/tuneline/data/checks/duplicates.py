@@ -53,9 +53,9 @@ GRID_CACHE = 256  # unit-norm thumbnail grids kept at once (~0.7 MB each); the r
 def _reduce(path: str) -> Reduced | None:
     """The small image every comparison starts from (<= 64x64 RGB, 12 KB) and its central colour."""
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (THUMB * 8, THUMB * 8))  # JPEG: decode at reduced size
-            im = ImageOps.exif_transpose(im).convert("RGB")
+        with Image.open(path) as opened:
+            opened.draft("RGB", (THUMB * 8, THUMB * 8))  # JPEG: decode at reduced size
+            im = ImageOps.exif_transpose(opened).convert("RGB")
     except Exception:  # noqa: BLE001 - inspection already judged the file readable; stay safe anyway
         return None
     w, h = im.size

@@ -68,9 +68,9 @@ class ClassificationInput:
     @property
     def pred_idx(self) -> np.ndarray:
         """Predicted column index per row: threshold on the positive class, or argmax."""
-        if self.binary:
-            negative_idx = 1 - self.positive_idx
-            return np.where(self.p_pos >= self.threshold, self.positive_idx, negative_idx)
+        k = self.positive_idx
+        if k is not None:  # binary
+            return np.where(self.p_pos >= self.threshold, k, 1 - k)
         return np.argmax(self.P, axis=1)
 
     def with_probabilities(self, P: Any, threshold: float | None = None) -> ClassificationInput:

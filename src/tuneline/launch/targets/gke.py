@@ -353,12 +353,13 @@ def status(ref: str) -> dict:
     api = api_client()
     if kind == "jobset":
         obj = k.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-        st = obj.get("status") or {}
+        # a custom object comes back as its JSON dict (typed ``object`` by the client)
+        st = (obj.get("status") if isinstance(obj, dict) else None) or {}
         conditions = {c["type"]: c["status"] for c in st.get("conditions", [])}
         state = st.get("terminalState") or _state(conditions, "Completed")
         return {"job": ref, "state": state, "restarts": st.get("restarts", 0), "conditions": conditions}
     job = k.BatchV1Api(api).read_namespaced_job_status(name, ns)
-    st = job.status
+    st = job.status or k.V1JobStatus()  # a job the controller has not seen yet has no status
     conditions = {c.type: c.status for c in (st.conditions or [])}
     state = _state(conditions, "Complete")
     return {
@@ -384,8 +385,11 @@ def logs(ref: str) -> str:
     selector = f"jobset.sigs.k8s.io/jobset-name={name}" if kind == "jobset" else f"job-name={name}"
     parts = []
     for pod in core.list_namespaced_pod(ns, label_selector=selector).items:
-        text = core.read_namespaced_pod_log(pod.metadata.name, ns, container=CONTAINER, tail_lines=200)
-        parts.append(f"==> {pod.metadata.name} <==\n{text}")
+        pod_name = pod.metadata.name if pod.metadata is not None else None
+        if pod_name is None:  # a listed pod always has a name; the client types it optional
+            continue
+        text = core.read_namespaced_pod_log(pod_name, ns, container=CONTAINER, tail_lines=200)
+        parts.append(f"==> {pod_name} <==\n{text}")
     return "\n".join(parts) or f"no pods of {name} yet"
 
 

@@ -12,6 +12,8 @@ the newest valid checkpoint in the shared run directory.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tuneline.launch import procs
 from tuneline.launch.node import NodeArgs, torchrun_argv
 from tuneline.launch.spec import LaunchSpec
@@ -31,9 +33,9 @@ def render(spec: LaunchSpec) -> Rendered:
     for rank in range(spec.nodes):
         command = spec.node_args(node_rank=rank, master_addr=opts.master_addr)
         args = NodeArgs(
-            config=spec.config_in_container,
+            config=Path(spec.config_in_container),
             job_id=spec.job_id,
-            workdir=spec.mount,
+            workdir=Path(spec.mount),
             nnodes=spec.nodes,
             nproc_per_node=spec.procs_per_node,
             node_rank=rank,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 
+from tuneline.errors import ConfigError
 from tuneline.launch.gcp import client_kwargs, secret_versions
 from tuneline.launch.node import SECRET_REFS_ENV
 from tuneline.launch.spec import LaunchSpec
@@ -33,7 +34,8 @@ def build_job(spec: LaunchSpec):
         env[SECRET_REFS_ENV] = json.dumps(secret_versions(spec), sort_keys=True)
     machine = a.MachineSpec(machine_type=spec.machine_type())
     if spec.gpu is not None:
-        machine.accelerator_type = a.AcceleratorType[spec.gpu.vertex]
+        # proto-plus enums are standard Enums at runtime; their metaclass hides __getitem__ from mypy
+        machine.accelerator_type = a.AcceleratorType[spec.gpu.vertex]  # type: ignore[misc]
         machine.accelerator_count = spec.gpus_per_node
     args = spec.node_args()  # rank and master come from CLUSTER_SPEC on each replica
 
@@ -94,6 +96,8 @@ def client(region: str):
 
 def submit(spec: LaunchSpec, rendered: Rendered) -> Submitted:
     lc = spec.launch
+    if not lc.region:  # LaunchSpec checks it; kept here so the client is never built for no region
+        raise ConfigError(["launch.region: vertex needs a region, e.g. us-central1"])
     created = client(lc.region).create_custom_job(
         parent=f"projects/{lc.project}/locations/{lc.region}", custom_job=rendered.objects[0]
     )
