@@ -108,9 +108,7 @@ def main() -> None:
     for name, seconds in alone.items():
         print(f"{name:<10} {seconds:>10.1f}")
     print(f"{'sum':<10} {total:>10.1f}")
-    print(
-        f"sweep (one process, shared prepare): {sweep:.1f} s -> sweep / sum(alone) = {sweep / total:.3f}"
-    )
+    print(f"sweep (one process, shared prepare): {sweep:.1f} s -> sweep / sum(alone) = {sweep / total:.3f}")
     print(f"1 worker {one:.1f} s, 2 workers {two:.1f} s -> speed-up {one / two:.2f}x")
     print("goal sweep / sum(alone) <= 1.10:", "met" if sweep / total <= 1.10 else "NOT met")
 

@@ -178,7 +178,6 @@ def test_utf8_bom_is_skipped_and_offsets_stay_file_offsets(tmp_path):
     assert f"byte 0xEA at byte offset {offset} is not valid utf-8" in finding.message
 
 
-
 def test_rows_rejected_while_loading_are_dropped_with_id_line_and_field(workdir):
     path, _ = _manifest(workdir / "data", n=12)
     text = path.read_bytes().decode("latin-1")
