@@ -141,7 +141,7 @@ def environment() -> dict[str, Any]:
     packages = sorted(
         f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]
     )
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("torch", "transformers", "peft", "accelerate", "mlflow-skinny", "tokenizers", "pydantic"):
         try:
             versions[name] = metadata.version(name)

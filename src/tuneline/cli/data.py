@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -153,13 +153,14 @@ def data_synth(
     elif kind == "reviews":
         path = reviews.generate(out_dir, n=n or 2000, seed=seed)
     elif kind == "dermoscopy":
+        sized: dict[str, Any] = {"size": size} if size else {}  # the generator's own default otherwise
         path = dermoscopy.generate(
             out_dir,
             n_patients=n or (150 if defects else dermoscopy.N_PATIENTS),
             prevalence=dermoscopy.PREVALENCE if prevalence is None else prevalence,
             seed=seed,
             defects=defects,
-            **({"size": size} if size else {}),
+            **sized,
         )
         if defects:
             _write_defects_config(out_dir)

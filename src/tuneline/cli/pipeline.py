@@ -41,7 +41,7 @@ def print_summary(summary: dict) -> None:
         if text is not None:  # a fact of the run, in the tuned column
             table.add_row(label, *([""] * (width - 1)), text)
         else:
-            table.add_row(label, *(values.get(n, "") for n in names))
+            table.add_row(label, *((values or {}).get(n, "") for n in names))
 
     def metric_row(label: str, key: str, spec: str = ".3f") -> None:
         row(label, {n: fmt((ev.get(n) or {}).get(key), spec) for n in names})

@@ -25,7 +25,7 @@ TINY_SIZES: dict[str, dict[str, int]] = {
     },
 }  # fmt: skip
 DEFAULT_SIZE = "s"
-VISION_SIZE: dict[str, int] = {
+VISION_SIZE: dict[str, Any] = {
     "hidden_size": 32,
     "intermediate_size": 64,
     "num_hidden_layers": 2,

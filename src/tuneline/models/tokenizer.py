@@ -57,3 +57,11 @@ def train_tiny_tokenizer(
     if chat_template is not None:
         hf.chat_template = chat_template
     return hf
+
+
+def token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
+    """The id of one token (``convert_tokens_to_ids`` is typed to return a list too)."""
+    found = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(found, int):
+        raise TypeError(f"token {token!r} maps to {found!r}, not one id")
+    return found

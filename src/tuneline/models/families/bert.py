@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tuneline.models.families.base import ModelFamily, register_family
 from tuneline.models.tiny import TEXT_SIZE, save_checkpoint
-from tuneline.models.tokenizer import train_tiny_tokenizer
+from tuneline.models.tokenizer import token_id, train_tiny_tokenizer
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -38,7 +38,7 @@ def build_tiny(folder: Path, seed: int) -> None:
             "mask_token": "[MASK]",
         },
     )
-    cls, sep = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]"])
+    cls, sep = token_id(tokenizer, "[CLS]"), token_id(tokenizer, "[SEP]")
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",

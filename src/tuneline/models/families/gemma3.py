@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from tuneline.models.families.base import register_family, vision_language_family
@@ -14,7 +15,7 @@ from tuneline.models.tiny import (
     save_checkpoint,
     text_config,
 )
-from tuneline.models.tokenizer import train_tiny_tokenizer
+from tuneline.models.tokenizer import token_id, train_tiny_tokenizer
 
 # The shape of Gemma 3's own template, reduced to what a tiny model needs: image parts become
 # <start_of_image>, which the processor expands into the image's soft tokens.
@@ -65,7 +66,7 @@ def build_tiny(folder: Path, seed: int, size: str = DEFAULT_SIZE) -> None:
         },
         chat_template=CHAT_TEMPLATE,
     )
-    ids = tokenizer.convert_tokens_to_ids
+    ids = partial(token_id, tokenizer)
     text = text_config(Gemma3TextConfig, tokenizer, size, head_dim=head_dim(size), sliding_window=256)
     vision = SiglipVisionConfig(**VISION_SIZE, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE)
     config = Gemma3Config(

@@ -24,7 +24,7 @@ layers, so LoRA adapts the attention and shared-expert layers.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from transformers.processing_utils import ImagesKwargs
 
 from tuneline.models.families.base import register_family, register_processor_standin, vision_language_family
 from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, save_checkpoint, text_config
-from tuneline.models.tokenizer import train_tiny_tokenizer
+from tuneline.models.tokenizer import token_id, train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -118,7 +118,7 @@ class Llama4ImageProcessorPil(PilBackend):
     model_input_names = ["pixel_values"]
     valid_kwargs = Llama4ImagesKwargs
 
-    def _preprocess(
+    def _preprocess(  # type: ignore[override]  # the PIL port takes Llama 4's own kwargs (valid_kwargs)
         self,
         images: list[np.ndarray],
         size: SizeDict,
@@ -133,9 +133,9 @@ class Llama4ImageProcessorPil(PilBackend):
         resize_to_max_canvas: bool,
         **kwargs: Any,
     ) -> BatchFeature:
-        if size.height != size.width:
+        if size.height is None or size.height != size.width:
             raise ValueError("Llama 4 tiles are square: size must have height == width")
-        tile = size.height
+        tile: int = size.height
         to_max = resize_to_max_canvas
         canvases = supported_resolutions(max_patches, tile)
 
@@ -158,8 +158,8 @@ class Llama4ImageProcessorPil(PilBackend):
             resized = self.resize(
                 image, SizeDict(height=max(new_h, 1), width=max(new_w, 1)), resample=resample
             )
-            canvas = self.pad([resized], pad_size=SizeDict(height=target[0], width=target[1]))[0]
-            canvas = finish_tile(canvas)
+            padded = self.pad([resized], pad_size=SizeDict(height=target[0], width=target[1]))[0]
+            canvas = finish_tile(np.asarray(padded))
             rows, cols = target[0] // tile, target[1] // tile
             channels = canvas.shape[0]
             split = canvas.reshape(channels, rows, tile, cols, tile).transpose(1, 3, 0, 2, 4)
@@ -214,7 +214,7 @@ def build_tiny(folder: Path, seed: int) -> None:
         },
         chat_template=CHAT_TEMPLATE,
     )
-    ids = tokenizer.convert_tokens_to_ids
+    ids = partial(token_id, tokenizer)
     text = text_config(
         Llama4TextConfig,
         tokenizer,
@@ -253,7 +253,7 @@ def build_tiny(folder: Path, seed: int) -> None:
     model = Llama4ForConditionalGeneration(config)
     finish(model, tokenizer, ["<|eot|>", "<|end_of_text|>"])
     processor = Llama4Processor(
-        image_processor=Llama4ImageProcessorPil(
+        image_processor=Llama4ImageProcessorPil(  # type: ignore[call-arg]  # max_patches: Llama4ImagesKwargs
             size={"height": TILE_SIZE, "width": TILE_SIZE}, max_patches=1
         ),
         tokenizer=tokenizer,

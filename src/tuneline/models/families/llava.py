@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tuneline.models.families.base import register_family, vision_language_family
 from tuneline.models.tiny import VISION_SIZE, finish, save_checkpoint, text_config
-from tuneline.models.tokenizer import train_tiny_tokenizer
+from tuneline.models.tokenizer import token_id, train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -53,7 +53,7 @@ def build_tiny(folder: Path, seed: int) -> None:
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_index=token_id(tokenizer, "<image>"),
         vision_feature_select_strategy="full",
         vision_feature_layer=-1,
         tie_word_embeddings=True,

@@ -78,8 +78,8 @@ class PixtralProcessor(ProcessorMixin):
         self.image_break_token_id = tokenizer.convert_tokens_to_ids(image_break_token)
         self.image_end_token_id = tokenizer.convert_tokens_to_ids(image_end_token)
 
-    @property
-    def image_token_ids(self) -> list[int]:
+    @property  # type: ignore[misc]  # ProcessorMixin declares a settable attribute; here it is derived
+    def image_token_ids(self) -> list[int | None]:
         return [self.image_token_id, self.image_break_token_id, self.image_end_token_id]
 
     def _process_images(self, images, **images_kwargs):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tuneline.models.families.base import register_family, vision_language_family
 from tuneline.models.tiny import EMBED_STD, VISION_SIZE, finish, save_checkpoint, text_config
-from tuneline.models.tokenizer import train_tiny_tokenizer
+from tuneline.models.tokenizer import token_id, train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -84,7 +84,7 @@ def build_tiny(folder: Path, seed: int) -> None:
         supported_aspect_ratios=ASPECT_RATIOS,
     )
     config = MllamaConfig(
-        text_config=text, vision_config=vision, image_token_index=tokenizer.convert_tokens_to_ids("<|image|>")
+        text_config=text, vision_config=vision, image_token_index=token_id(tokenizer, "<|image|>")
     )
     torch.manual_seed(seed)
     model = MllamaForConditionalGeneration(config)
