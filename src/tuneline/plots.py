@@ -137,20 +137,26 @@ def roc(
     fig = figure(3.7, 3.55)
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], label="chance" if series[0].get("chance", True) else None, **CHANCE)
-    for s in series:
-        d = RocCurveDisplay.from_predictions(
-            s["y"], s["score"], pos_label=1, ax=ax, curve_kwargs={"color": s["colour"], "lw": s["lw"]}
-        )
-        d.line_.set_label(f"{s['label']}  AUC {d.roc_auc:.3f}")
-        d.line_.set_zorder(s.get("zorder", 2))
-        if s.get("point") is not None:
-            ax.plot(*s["point"], "o", ms=6, color=s["colour"], mec="white", mew=1.2, zorder=4)
+    _curves(ax, series, RocCurveDisplay, lambda d: f"AUC {d.roc_auc:.3f}")
     _unit_square(ax, xlabel, ylabel)
     if len(series) <= legend_at:
         legend(ax, "lower right")
     elif ax.get_legend() is not None:
         ax.get_legend().remove()
     return svg(fig, name)
+
+
+def _curves(ax: Any, series: Sequence[dict[str, Any]], display: Any, summary: Any) -> None:
+    """One scikit-learn curve display per series on ``ax``: its colour and width, the legend label with
+    ``summary(display)``, its z-order and, where given, the operating point."""
+    for s in series:
+        d = display.from_predictions(
+            s["y"], s["score"], pos_label=1, ax=ax, curve_kwargs={"color": s["colour"], "lw": s["lw"]}
+        )
+        d.line_.set_label(f"{s['label']}  {summary(d)}")
+        d.line_.set_zorder(s.get("zorder", 2))
+        if s.get("point") is not None:
+            ax.plot(*s["point"], "o", ms=6, color=s["colour"], mec="white", mew=1.2, zorder=4)
 
 
 def precision_recall(series: Sequence[dict[str, Any]], *, prevalence: float | None) -> Markup | None:
@@ -161,14 +167,7 @@ def precision_recall(series: Sequence[dict[str, Any]], *, prevalence: float | No
         return None
     fig = figure(3.7, 3.55)
     ax = fig.subplots()
-    for s in series:
-        d = PrecisionRecallDisplay.from_predictions(
-            s["y"], s["score"], pos_label=1, ax=ax, curve_kwargs={"color": s["colour"], "lw": s["lw"]}
-        )
-        d.line_.set_label(f"{s['label']}  AP {d.average_precision:.3f}")
-        d.line_.set_zorder(s.get("zorder", 2))
-        if s.get("point") is not None:
-            ax.plot(*s["point"], "o", ms=6, color=s["colour"], mec="white", mew=1.2, zorder=4)
+    _curves(ax, series, PrecisionRecallDisplay, lambda d: f"AP {d.average_precision:.3f}")
     if prevalence is not None:
         ax.axhline(prevalence, label=f"prevalence {prevalence:.3f}", **CHANCE)
     _unit_square(ax, "Recall (sensitivity)", "Precision (PPV)")
