@@ -9,7 +9,7 @@ serving, launch, the CLI) can load them without importing the evaluation or data
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from tuneline.runs import RunDir, _Artifact
 from tuneline.sections import (
@@ -17,6 +17,7 @@ from tuneline.sections import (
     Beaten,
     Comparison,
     DataSummary,
+    Delong,
     Dropped,
     Finding,
     Gate,
@@ -53,7 +54,7 @@ class EvalReport(_Artifact):
     privacy: Privacy | None = None
     threshold: ThresholdSection | None = None
     audit: Audit | None = None
-    delong: dict[str, Any] | None = None  # {"unit", "note"}: shown as written
+    delong: Delong | None = None
 
     @classmethod
     def path_in(cls, run: RunDir) -> Path:

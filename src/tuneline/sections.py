@@ -239,8 +239,8 @@ class ModelEntry(Section):
     threshold: Number = None
     threshold_choice: ThresholdChoice | None = None
     invalid_label_rate: Number = None
-    confusion_matrix: list[list[int]] | None = None
-    class_counts: dict[str, int] = {}
+    confusion_matrix: list[list[Number]] | None = None
+    class_counts: dict[str, Number] = {}
     latency: Latency | None = None
     cost_per_1k: Number = None
     loss: Number = None
@@ -266,6 +266,11 @@ class ThresholdSection(Section):
 class Splits(Section):
     evaluated: str | None = None
     threshold: str | None = None
+
+
+class Delong(Section):
+    unit: str | None = None
+    note: str | None = None
 
 
 class Audit(Section):
