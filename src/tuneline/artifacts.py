@@ -9,7 +9,9 @@ serving, launch, the CLI) can load them without importing the evaluation or data
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from pydantic import field_validator
 
 from tuneline.runs import RunDir, _Artifact
 from tuneline.sections import (
@@ -55,6 +57,12 @@ class EvalReport(_Artifact):
     threshold: ThresholdSection | None = None
     audit: Audit | None = None
     delong: Delong | None = None
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _null_model_is_empty(cls, value: Any) -> Any:
+        """A model written as null reads as one with no results (the page still lists it)."""
+        return {str(k): v or {} for k, v in value.items()} if isinstance(value, dict) else value
 
     @classmethod
     def path_in(cls, run: RunDir) -> Path:

@@ -396,10 +396,7 @@ def render_report(
     single model.
     """
     if not isinstance(report, EvalReport):
-        models_in = report.get("models") or {}  # a model written as null reads as one with no results
-        report = EvalReport.model_validate(
-            {**report, "models": {str(k): v or {} for k, v in models_in.items()}}
-        )
+        report = EvalReport.model_validate(report)
     models = _model_order(report.models)
     colours = _colours(models)
     task = report.task or "classification"
