@@ -133,6 +133,7 @@ class TrainSection(Section):
     mean_loss: Number = None
     trainable_parameters: int | None = None
     seconds: Number = None
+    peak_memory_gb: Number = None
     cost: TrainCost | None = None
     privacy: Privacy | None = None
     labels: list[str] | None = None
@@ -166,6 +167,7 @@ class EvalSection(Section):
 class MlflowSection(Section):
     run_id: str | None = None
     live_metrics_complete: bool = False
+    live_metrics_failed: bool = False
 
 
 class RegistrySection(Section):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel, ConfigDict
 from rich.markup import escape
 from rich.table import Table
 
@@ -84,6 +85,33 @@ def print_summary(summary: Summary | Mapping[str, Any]) -> None:
     out.print(table)
     for beaten in ev.beaten_by:
         out.print(f"[bold red]✗ {escape(beaten.sentence)}[/]")
+
+
+class _VsBest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    delta: float | None = None
+
+
+class _Trial(BaseModel):
+    """One row of sweep/frontier.json (tuneline.sweep.frontier.build); its costs sit under their names."""
+
+    model_config = ConfigDict(extra="allow")
+    key: str
+    state: str = "-"
+    metric: float | None = None
+    ci: list[float | None] = []
+    pareto: bool = False
+    non_inferior: bool | None = None
+    vs_best: _VsBest | None = None
+
+
+class _Frontier(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    study: str = "-"
+    metric: str = "-"
+    cost_metric: str = "-"
+    recommended: str | None = None
+    trials: list[_Trial] = []
 
 
 # ------------------------------------------------------------------------- pipeline verbs
@@ -263,30 +291,21 @@ def sweep(
     if result.frontier is None:
         err.print(f"worker done: ran {len(result.ran)} trial(s)")
         return
-    f = result.frontier
-    table = Table(title=f"sweep {f['study']}: {f['metric']} vs {f['cost_metric']}", header_style="bold")
-    for col in (
-        "trial",
-        "state",
-        f["metric"],
-        "95% CI",
-        "vs best",
-        f["cost_metric"],
-        "Pareto",
-        "non-inferior",
-    ):
+    f = _Frontier.model_validate(result.frontier)
+    table = Table(title=f"sweep {f.study}: {f.metric} vs {f.cost_metric}", header_style="bold")
+    for col in ("trial", "state", f.metric, "95% CI", "vs best", f.cost_metric, "Pareto", "non-inferior"):
         table.add_column(col)
-    for t in f["trials"]:
-        vs = t["vs_best"] or {}
+    for t in f.trials:
+        ci = t.ci if len(t.ci) == 2 else [None, None]
         table.add_row(
-            t["key"] + (" (recommended)" if t["key"] == f["recommended"] else ""),
-            t["state"],
-            fmt(t["metric"]),
-            f"[{fmt(t['ci'][0])}, {fmt(t['ci'][1])}]",
-            fmt(vs.get("delta"), "+.4f"),
-            fmt(t.get(f["cost_metric"]), ".6g"),
-            "*" if t["pareto"] else "",
-            {True: "yes", False: "no"}.get(t["non_inferior"], "-"),
+            t.key + (" (recommended)" if t.key == f.recommended else ""),
+            t.state,
+            fmt(t.metric),
+            f"[{fmt(ci[0])}, {fmt(ci[1])}]",
+            fmt(t.vs_best.delta if t.vs_best else None, "+.4f"),
+            fmt(getattr(t, f.cost_metric, None), ".6g"),  # each trial row names its costs (SWEEP_COSTS)
+            "*" if t.pareto else "",
+            "-" if t.non_inferior is None else ("yes" if t.non_inferior else "no"),
         )
     out.print(table)
     err.print(f"frontier: {result.root / 'frontier.json'}\nreport: {result.root / 'report.html'}")
