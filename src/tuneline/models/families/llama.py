@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families.base import ModelFamily, register_family
-from tuneline.models.tiny import DEFAULT_SIZE, TINY_SIZES, finish, save_checkpoint, text_config
+from tuneline.models.tiny import DEFAULT_SIZE, TINY_SIZES, save_checkpoint, seeded_model, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
@@ -28,7 +28,6 @@ SPECIAL_TOKENS = [
 
 
 def build_tiny(folder: Path, seed: int, size: str = DEFAULT_SIZE) -> None:
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = train_tiny_tokenizer(
@@ -42,9 +41,7 @@ def build_tiny(folder: Path, seed: int, size: str = DEFAULT_SIZE) -> None:
         chat_template=CHAT_TEMPLATE,
     )
     config = text_config(LlamaConfig, tokenizer, size, tie_word_embeddings=True)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    finish(model, tokenizer, ["<|end_of_text|>", "<|eot_id|>"])
+    model = seeded_model(LlamaForCausalLM, config, seed, tokenizer, ["<|end_of_text|>", "<|eot_id|>"])
     save_checkpoint(folder, model, tokenizer)
 
 
