@@ -18,22 +18,11 @@ import math
 from pathlib import Path
 
 from tuneline.models.families.base import register_family, vision_language_family
+from tuneline.models.families.llama import llama3_chat_template
 from tuneline.models.tiny import EMBED_STD, VISION_SIZE, save_checkpoint, seeded_model, text_config
 from tuneline.models.tokenizer import token_id, train_tiny_tokenizer
 
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
-    "{% if message['content'] is string %}{{ message['content'] | trim }}"
-    "{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}<|image|>"
-    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "<|eot_id|>"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
-)
+CHAT_TEMPLATE = llama3_chat_template(image_token="<|image|>")
 
 SPECIAL_TOKENS = [
     "<|finetune_right_pad_id|>", "<|begin_of_text|>", "<|end_of_text|>", "<|unk|>",
