@@ -30,16 +30,19 @@ def test_all_four_artifacts_and_the_config_load(run):
     summary = run.summary_model()
     assert isinstance(summary, Summary)
     assert summary.stages == ["prepare", "train", "evaluate"]
-    assert summary.eval is not None and summary.eval["gate"]["passed"] is True
+    assert summary.eval is not None and summary.eval.gate is not None and summary.eval.gate.passed is True
+    assert summary.eval.scores("tuned")["roc_auc"] == pytest.approx(0.7916666666666667)
+    assert summary.train is not None and summary.train.steps == 6
     prov = run.provenance_model()
     assert isinstance(prov, Provenance)
     assert prov.config_hash and len(prov.config_hash) == 64
-    assert prov.base_model is not None and prov.base_model["id"] == "tiny:gemma3"
+    assert prov.base_model is not None and prov.base_model.id == "tiny:gemma3"
     report = EvalReport.read(run)
     assert report.task == "classification" and report.labels
     assert "tuned" in report.models and report.gate is not None
     data = DataReport.read(run)
-    assert data.summary and isinstance(data.findings, list)
+    assert data.summary.records_in == 48 and isinstance(data.findings, list)
+    assert data.summary.splits["train"].labels["green"] == 14
     cfg = run.config()
     assert isinstance(cfg, Config)
     assert cfg.run.name == "tiny" and cfg.train.learning_rate == pytest.approx(2.0e-3)

@@ -11,7 +11,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import field_validator
+
 from tuneline.runs import RunDir, _Artifact
+from tuneline.sections import (
+    Audit,
+    Beaten,
+    Comparison,
+    DataSummary,
+    Delong,
+    Dropped,
+    Finding,
+    Gate,
+    ImageStats,
+    ModelEntry,
+    Permutation,
+    Privacy,
+    SliceEntry,
+    Splits,
+    ThresholdSection,
+)
 
 
 class EvalReport(_Artifact):
@@ -25,16 +44,25 @@ class EvalReport(_Artifact):
     labels: list[str] = []
     positive: str | None = None
     grouped_by: str | None = None
-    models: dict[str, dict[str, Any]] = {}
-    comparisons: list[dict[str, Any]] = []
-    slices: dict[str, Any] = {}
-    gate: dict[str, Any] | None = None
+    splits: Splits | None = None
+    models: dict[str, ModelEntry] = {}
+    comparisons: list[Comparison] = []
+    slices: dict[str, SliceEntry] = {}
+    gate: Gate | None = None
     primary: str | None = None
-    beaten_by: list[dict[str, Any]] = []
-    not_beaten: list[Any] = []
-    privacy: dict[str, Any] | None = None
-    threshold: dict[str, Any] | None = None
-    audit: dict[str, Any] | None = None
+    beaten_by: list[Beaten] = []
+    not_beaten: list[str] = []
+    permutation: Permutation | None = None
+    privacy: Privacy | None = None
+    threshold: ThresholdSection | None = None
+    audit: Audit | None = None
+    delong: Delong | None = None
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _null_model_is_empty(cls, value: Any) -> Any:
+        """A model written as null reads as one with no results (the page still lists it)."""
+        return {str(k): v or {} for k, v in value.items()} if isinstance(value, dict) else value
 
     @classmethod
     def path_in(cls, run: RunDir) -> Path:
@@ -46,10 +74,10 @@ class DataReport(_Artifact):
     the validation summary, its findings, dropped records and image sizes. Lenient (``extra="allow"``)."""
 
     filename: ClassVar[str] = "data_report.json"
-    summary: dict[str, Any] = {}
-    findings: list[dict[str, Any]] = []
-    dropped: Any = None
-    images: dict[str, Any] = {}
+    summary: DataSummary = DataSummary()
+    findings: list[Finding] = []
+    dropped: list[Dropped] = []
+    images: ImageStats = ImageStats()
 
     @classmethod
     def read_folder(cls, folder: Path) -> DataReport:

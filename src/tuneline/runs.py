@@ -34,6 +34,17 @@ from pydantic import BaseModel, ConfigDict
 
 from tuneline.config import Config, config_hash, read_resolved, to_yaml
 from tuneline.errors import RunDirError
+from tuneline.sections import (
+    BaseModelInfo,
+    DataProvenance,
+    DataSection,
+    Environment,
+    EvalSection,
+    GitState,
+    MlflowSection,
+    RegistrySection,
+    TrainSection,
+)
 
 log = logging.getLogger("tuneline")
 
@@ -199,10 +210,11 @@ class Summary(_Artifact):
     name: str | None = None
     stages: list[str] = []
     complete: bool = False
-    data: dict[str, Any] | None = None
-    train: dict[str, Any] | None = None
-    eval: dict[str, Any] | None = None
-    mlflow: dict[str, Any] | None = None  # the tracking run this run logged to (run_id)
+    data: DataSection | None = None
+    train: TrainSection | None = None
+    eval: EvalSection | None = None
+    registry: RegistrySection | None = None
+    mlflow: MlflowSection | None = None  # the tracking run this run logged to (run_id)
     failed_stage: str | None = None
 
 
@@ -214,10 +226,10 @@ class Provenance(_Artifact):
     created: str | None = None
     config_file: str | None = None
     config_hash: str | None = None
-    git: dict[str, Any] | None = None
-    environment: dict[str, Any] | None = None
-    data: dict[str, Any] | None = None
-    base_model: dict[str, Any] | None = None
+    git: GitState | None = None
+    environment: Environment | None = None
+    data: DataProvenance | None = None
+    base_model: BaseModelInfo | None = None
     offline: dict[str, bool] = {}
 
 

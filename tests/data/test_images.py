@@ -150,7 +150,7 @@ def test_giant_header_refused_fast(tmp_path):
     assert p.stat().st_size < 200
     t0 = time.perf_counter()
     info = inspect_image(p)
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 30  # decoding 900 Mpx would take minutes and GBs: a hang guard
     assert info.error == "image_too_large", info
     assert info.sha256 is not None
 
@@ -160,7 +160,7 @@ def test_large_header_below_pillow_bomb_limit_refused_by_ours(tmp_path):
     p = png_header_only(tmp_path / "big.png", 8_000, 8_000)
     t0 = time.perf_counter()
     info = inspect_image(p)
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 30  # refused from the header, not decoded (64 Mpx): a hang guard
     assert info.error == "image_too_large"
     assert (info.width, info.height) == (8_000, 8_000)
     assert "64,000,000" in (info.message or "")
@@ -255,7 +255,7 @@ def test_special_files_do_not_hang(tmp_path):
     t0 = time.perf_counter()
     assert inspect_image(fifo).error == "image_unreadable"
     assert inspect_image("/dev/zero").error == "image_unreadable"
-    assert time.perf_counter() - t0 < 1
+    assert time.perf_counter() - t0 < 30  # reading a FIFO or /dev/zero would never end: a hang guard
 
 
 # ---------------------------------------------------------------- many files

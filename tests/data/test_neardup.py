@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import time
 from pathlib import Path
 
 import numpy as np
@@ -253,13 +252,11 @@ def test_many_random_hashes_are_not_quadratic():
     for k in range(20):  # planted copies: a few bits off on both hashes
         ph[n - 1 - k] = ph[k] ^ 0b1011 << (3 * k)
         dh[n - 1 - k] = dh[k] ^ 0b11 << (2 * k)
-    t0 = time.perf_counter()
     pairs = near_duplicate_pairs(ph, dh)
-    elapsed = time.perf_counter() - t0
     assert {(k, n - 1 - k) for k in range(20)} <= {(i, j) for i, j, _ in pairs}
+    # Not quadratic, counted rather than timed (the 5 s bound is benchmarks/bench_speed.py's neardup-20k).
     candidates = sum(len(i) for i, _ in candidate_pairs(ph, dh))
     assert candidates < 0.05 * n * (n - 1) / 2  # measured ~2% (all pairs would be 2e8)
-    assert elapsed < 5
 
 
 def test_total_bound_follows_max_distance():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -358,19 +357,12 @@ def _ordinary_text(n_chars: int, seed: int = 0) -> str:
 
 def test_speed_on_one_megabyte_of_ordinary_text():
     text = _ordinary_text(1_000_000)
-    start = time.perf_counter()
-    matches = find_pii(text)
-    elapsed = time.perf_counter() - start
-    assert matches == []
-    # ~0.05 s on one core when measured; the bound leaves room for slow, shared CI machines.
-    assert elapsed < 1.0, f"find_pii took {elapsed:.2f}s on 1 MB"
+    # ~0.05 s on one core when measured; the 1 s bound is benchmarks/bench_speed.py's (pii-1mb-ordinary)
+    assert find_pii(text) == []
 
 
 def test_speed_with_pii_sprinkled_in():
     pii = " Contact jane@example.com or 555-123-4567, card 4111 1111 1111 1111. "
     text = pii.join(_ordinary_text(10_000, seed=i) for i in range(100))
-    start = time.perf_counter()
-    matches = find_pii(text)
-    elapsed = time.perf_counter() - start
-    assert len(matches) == 99 * 3
-    assert elapsed < 1.0, f"find_pii took {elapsed:.2f}s on 1 MB"
+    # the 1 s bound is benchmarks/bench_speed.py's (pii-1mb-sprinkled)
+    assert len(find_pii(text)) == 99 * 3

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -314,16 +313,14 @@ def test_hundred_thousand_sizes_render_quickly(tmp_path):
         "images": {"sizes": sizes, "formats": {"JPEG": 100_000}},
     }
     out = tmp_path / "big.html"
-    start = time.perf_counter()
-    render_html(report, {}, out, max_rows=1000)
-    elapsed = time.perf_counter() - start
+    render_html(report, {}, out, max_rows=1000)  # how fast: benchmarks/bench_speed.py (data-report-100k)
     html = out.read_text()
-    assert elapsed < 5.0, elapsed
     assert "100,000 images read" in html
     assert "19,000 more rows in" in html
     assert len(html) < 2_000_000
 
 
+@pytest.mark.integration
 def test_screenshot_script_says_when_chromium_is_missing(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "CHROMIUM"} | {"PATH": str(tmp_path)}
     proc = subprocess.run(
@@ -339,6 +336,7 @@ def test_screenshot_script_says_when_chromium_is_missing(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+@pytest.mark.integration
 def test_screenshot_of_sample_report(tmp_path):
     out = tmp_path / "shot.png"
     proc = subprocess.run(

@@ -525,6 +525,7 @@ def test_nan_values_render_as_dash(tmp_path):
     shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
     reason="chromium is not installed",
 )
+@pytest.mark.integration
 def test_screenshot_of_binary_report(tmp_path):
     report, path = binary_example(tmp_path)
     page = tmp_path / "report.html"

@@ -67,6 +67,7 @@ def test_gcp_batch_job_parses_into_batch_v1(cloud_config):
         b.Job.from_json(broken)
 
 
+@pytest.mark.integration
 def test_batch_command_takes_rank_and_master_from_batch(cloud_config, tmp_path):
     """The container's sh -c script, run by a real shell with Batch's variables, calls tuneline node."""
     spec, rendered = render(cloud_config, "gcp-batch")
@@ -201,6 +202,7 @@ def test_gke_indexed_job_and_headless_service_fallback(cloud_config):
     assert rules[0].action == "Ignore" and rules[0].on_pod_conditions[0].type == "DisruptionTarget"
 
 
+@pytest.mark.integration
 def test_skypilot_yaml_builds_torchrun_from_skypilot_variables(cloud_config, tmp_path):
     spec, rendered = render(cloud_config, "skypilot")
     text = rendered.text()

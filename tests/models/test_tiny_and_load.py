@@ -72,7 +72,7 @@ def test_missing_hub_model_fails_at_once_offline():
     started = time.time()
     with pytest.raises(ModelError) as info:
         resolve_base(ModelConfig(base="nobody-has/this-model"))
-    assert time.time() - started < 5
+    assert time.time() - started < 60  # no network lookup with retries (minutes): a hang guard
     assert "not in the local hub cache" in str(info.value) and "HF_HUB_OFFLINE" in str(info.value)
 
 

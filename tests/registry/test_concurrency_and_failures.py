@@ -91,7 +91,7 @@ def test_a_held_lock_makes_a_promote_fail_clearly_and_change_nothing(two_version
         started = time.monotonic()
         with pytest.raises(RegistryError, match="is being changed by .*pid"):
             al.promote(store.client(two_versions), "tiny", "1", lock_timeout=0.5)
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 25  # lock_timeout=0.5 honoured, not the 30 s default
     assert _state(two_versions) == before
     al.promote(c, "tiny", "1")  # released: works again
     assert _state(two_versions)[0]["champion"] == "1"
@@ -161,7 +161,7 @@ def test_unreachable_registry_is_a_clear_error(two_versions, workdir):
     result = runner.invoke(app, ["models", "promote", "tiny", "1", "--tracking-uri", uri])
     assert result.exit_code == 5, result.output
     assert f"cannot reach the MLflow tracking server at {uri}" in result.output
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 60  # MLflow's own retries would take minutes: a hang guard
     assert _state(two_versions) == before
 
     # A store path that does not exist is an error too, and is not created.

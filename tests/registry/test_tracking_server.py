@@ -113,4 +113,4 @@ def test_the_registry_commands_against_a_tracking_server(server, two_runs, workd
     started = time.monotonic()
     gone = runner.invoke(app, ["models", "promote", "tiny", "2", "--force", "--reason", "x", *at])
     assert gone.exit_code == 5 and "cannot reach the MLflow tracking server" in gone.output
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 60  # MLflow's own retries would take minutes: a hang guard

@@ -45,6 +45,7 @@ def _ask(client: httpx.Client, model: str, **extra) -> httpx.Response:
     return client.post("/v1/chat/completions", json=body)
 
 
+@pytest.mark.integration
 def test_server_routes_users_stickily_and_records_feedback(server, registry, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -106,6 +107,7 @@ def test_server_routes_users_stickily_and_records_feedback(server, registry, tmp
     assert hi < 0  # the CI of the difference excludes 0: the data shows challenger is worse
 
 
+@pytest.mark.integration
 def test_report_cli(server, registry, tmp_path):
     from typer.testing import CliRunner
 

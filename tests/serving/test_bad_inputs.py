@@ -208,6 +208,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.integration
 def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(case, client, registry):
     make, status, words = CASES[case]
     r = client.post("/v1/chat/completions", **make(registry))
@@ -218,6 +219,7 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(case, client, r
     assert ok.status_code == 200, ok.text
 
 
+@pytest.mark.integration
 def test_chunked_body_over_the_limit(client, registry):
     def chunks():
         yield b'{"model": "shapes", "messages": [{"role": "user", "content": "'
@@ -229,6 +231,7 @@ def test_chunked_body_over_the_limit(client, registry):
     assert r.status_code == 413 and "max_body_bytes" in r.json()["error"]["message"]
 
 
+@pytest.mark.integration
 def test_api_keys(server, registry):
     plain = body(registry)
     with httpx.Client(base_url=server.url, timeout=60) as c:
@@ -251,6 +254,7 @@ def test_api_keys(server, registry):
             )
 
 
+@pytest.mark.integration
 def test_access_log_has_no_keys_or_image_bytes(client, registry, caplog):
     import json
     import logging
@@ -271,6 +275,7 @@ def test_access_log_has_no_keys_or_image_bytes(client, registry, caplog):
     )
 
 
+@pytest.mark.integration
 def test_concurrency_limit_gives_429(registry, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -295,6 +300,7 @@ def test_concurrency_limit_gives_429(registry, tmp_path):
         assert c.post("/v1/chat/completions", json=body(registry)).status_code == 200
 
 
+@pytest.mark.integration
 def test_response_cache_for_temperature_zero(client, server, registry):
     req = body(registry, [{"role": "user", "content": "cache me"}], temperature=0, max_tokens=6)
     hits = server.server.metrics.cache_hits._value.get()
@@ -354,6 +360,7 @@ def test_rows_of_one_batch_end_at_their_own_max_tokens():
         host.close()
 
 
+@pytest.mark.integration
 def test_unknown_routes_and_methods_get_the_openai_error_shape(client):
     r = client.get("/v1/nope")
     assert r.status_code == 404
@@ -365,6 +372,7 @@ def test_unknown_routes_and_methods_get_the_openai_error_shape(client):
     assert "allowed: POST" in r.json()["error"]["message"] and r.json()["error"]["type"]
 
 
+@pytest.mark.integration
 def test_integral_floats_are_integers_as_in_json_schema(client, registry):
     assert client.post("/v1/chat/completions", json=body(registry, max_tokens=2.0)).status_code == 200
     r = client.post("/v1/chat/completions", json=body(registry, max_tokens=2.5))
@@ -373,12 +381,14 @@ def test_integral_floats_are_integers_as_in_json_schema(client, registry):
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
 
 
+@pytest.mark.integration
 def test_metrics_answer_without_a_key_or_a_redirect_by_default(server):
     r = httpx.get(f"{server.url}/metrics", follow_redirects=False)
     assert r.status_code == 200 and "tuneline:requests_total" in r.text
 
 
 @pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-3])
+@pytest.mark.integration
 def test_a_temperature_next_to_zero_is_greedy_not_a_server_error(client, registry, temperature):
     # Found by the schema fuzzer: logits / 1e-300 overflow to inf and sampling failed with a 500.
     req = body(registry, [{"role": "user", "content": "hi"}], temperature=temperature, max_tokens=4)

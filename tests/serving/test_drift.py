@@ -67,6 +67,7 @@ def _stream(client, registry, images) -> None:
         assert r.status_code == 200, r.text
 
 
+@pytest.mark.integration
 def test_darker_images_raise_the_alert_unshifted_do_not(server, registry):
     import httpx
 
@@ -97,6 +98,7 @@ def test_darker_images_raise_the_alert_unshifted_do_not(server, registry):
         )
 
 
+@pytest.mark.integration
 def test_monitor_drift_cli(server, registry, tmp_path):
     from typer.testing import CliRunner
 

@@ -19,6 +19,7 @@ def _wait(predicate, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.integration
 def test_promote_broken_version_and_rollback_under_load(registry, tmp_path):
     registry.point("swap", "a")
     cfg = serve_config(tmp_path, registry, {"traffic": {"swap": 100}, "drift": {"enabled": False}})

@@ -6,12 +6,14 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from tests.serving.conftest import running_server, serve_config
 
 CHARS = 500_000  # the char bound of this test's server; the prompt is just under it
 
 
+@pytest.mark.integration
 def test_health_answers_within_100_ms_while_a_maximal_prompt_is_refused(registry, tmp_path):
     """A prompt just under serve.limits.max_prompt_chars passes the cheap bound and needs a long
     tokenization (about 100,000 tokens, a second or more here) before its refusal for max_prompt_tokens.
@@ -65,7 +67,9 @@ def test_health_answers_within_100_ms_while_a_maximal_prompt_is_refused(registry
     during = [dt for t0, dt in probes if start <= t0 <= end]
     assert len(during) >= 3, f"only {len(during)} probes during {end - start:.2f} s of tokenization"
     slowest = max(dt for _, dt in probes)
-    assert slowest < 0.1, (
+    # A /health queued behind the tokenization would take about as long as it (and leave fewer than 3
+    # probes inside it); 100 ms, or a third of the tokenization on a machine slow enough to stretch it.
+    assert slowest < max(0.1, (end - start) / 3), (
         f"/health took {slowest * 1000:.0f} ms while the prompt was prepared "
         f"({len(probes)} probes, tokenization {end - start:.2f} s)"
     )

@@ -24,11 +24,13 @@ def client(server):
     return OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
 
 
+@pytest.mark.integration
 def test_models_lists_the_registered_model_and_each_alias(client, registry):
     ids = {m.id for m in client.models.list()}
     assert ids == {registry.name, f"{registry.name}@champion", f"{registry.name}@challenger"}
 
 
+@pytest.mark.integration
 def test_text_completion(client, registry):
     out = client.chat.completions.create(
         model=registry.name,
@@ -45,6 +47,7 @@ def test_text_completion(client, registry):
     assert out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens
 
 
+@pytest.mark.integration
 def test_image_completion_with_headers(client, registry):
     img = Image.open(registry.records[0].images[0])
     raw = client.chat.completions.with_raw_response.create(
@@ -74,6 +77,7 @@ def test_image_completion_with_headers(client, registry):
     assert out.usage.prompt_tokens > text_only.usage.prompt_tokens
 
 
+@pytest.mark.integration
 def test_streaming_matches_the_non_streamed_answer(client, registry):
     messages = [{"role": "user", "content": "What shape is this?"}]
     whole = client.chat.completions.create(
@@ -96,6 +100,7 @@ def test_streaming_matches_the_non_streamed_answer(client, registry):
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
+@pytest.mark.integration
 def test_the_variants_share_one_base_model_with_one_adapter_each(server, registry):
     """One base model in memory, one adapter per version; the adapters really change the model."""
     import torch
@@ -117,6 +122,7 @@ def test_the_variants_share_one_base_model_with_one_adapter_each(server, registr
     assert not torch.allclose(a, b, atol=1e-3)
 
 
+@pytest.mark.integration
 def test_sampling_request(client, registry):
     out = client.chat.completions.create(
         model=registry.name,

@@ -27,6 +27,7 @@ def _config(folder, registry, monkeypatch):
     )  # fmt: skip
 
 
+@pytest.mark.integration
 def test_openapi_document_is_true_to_the_server(registry, tmp_path, monkeypatch):
     """The document's own claims, read directly: bearer auth on /v1/, the served names as the model enum,
     integer fields that accept 517.0 the way JSON Schema does, and 400 documented where a route returns it."""
@@ -126,6 +127,7 @@ def _valid_body_accepted(response) -> None:
     assert code in BEYOND_SCHEMA, f"schema-valid request refused: {status} {response.text[:400]}"
 
 
+@pytest.mark.integration
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(registry, tmp_path, monkeypatch):
     seen = _schemathesis_run(registry, tmp_path, monkeypatch, examples=12)
     print("status counts per operation:", seen)
@@ -135,6 +137,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(registry, tm
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_schemathesis_longer_run(registry, tmp_path, monkeypatch):
     seen = _schemathesis_run(registry, tmp_path, monkeypatch, examples=100)
     assert not any(c >= 500 for counts in seen.values() for c in counts), seen

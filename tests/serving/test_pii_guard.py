@@ -145,6 +145,7 @@ def _streamed(resp) -> tuple[str, list[dict]]:
 
 
 @pytest.mark.parametrize("kind", sorted(PLANTED))
+@pytest.mark.integration
 def test_server_flags_redacts_and_blocks(server, planted, kind):
     srv = server.server
     planted["text"] = PLANTED[kind]
@@ -175,6 +176,7 @@ def test_server_flags_redacts_and_blocks(server, planted, kind):
     assert _count(srv.metrics.registry, kind) == before + 6
 
 
+@pytest.mark.integration
 def test_server_leaves_clean_answers_alone(server, planted):
     planted["text"] = CLEAN
     resp = _ask(server, stream=False)

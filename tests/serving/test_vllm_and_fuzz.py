@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.serving.conftest import serve_config
 
 
@@ -33,6 +35,7 @@ def test_vllm_command(registry, tmp_path):
     assert cmd[-2:] == ["--max-model-len", "4096"]
 
 
+@pytest.mark.integration
 def test_fuzz_the_api_from_its_openapi_schema(registry, tmp_path_factory, monkeypatch):
     """Schema-generated requests (valid and invalid) against a running server: never a 5xx."""
     import schemathesis

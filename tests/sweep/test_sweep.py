@@ -73,6 +73,7 @@ def _tuneline(*args: str, cwd: Path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_sweep_writes_frontier_continues_without_rerunning_and_promotes_through_the_gate(workdir, shapes_dir):
     import mlflow
 
@@ -124,6 +125,7 @@ def _wait_for(predicate, proc, timeout=300):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_sigterm_then_kill_9_and_rerun_continue_the_study(workdir, shapes_dir):
     path = _config(workdir, shapes_dir, steps=40)
     cfg = load_config(path)
@@ -155,6 +157,7 @@ def test_sigterm_then_kill_9_and_rerun_continue_the_study(workdir, shapes_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_two_workers_share_one_study_and_run_no_trial_twice(workdir, shapes_dir):
     path = _config(workdir, shapes_dir, n=3)
     cfg = load_config(path)

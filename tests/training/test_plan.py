@@ -222,6 +222,7 @@ def test_cli_unknown_accelerator_exits_2_with_a_suggestion():
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_estimate_within_25_percent_of_measured_peak_rss():
     """One real measurement: a ~20M Llama, LoRA, two Trainer steps in a fresh process (bench_plan.py)."""
     proc = subprocess.run(

@@ -200,6 +200,7 @@ def test_epsilon_reaches_tags_card_mlflow_and_the_gate(shapes_dir, workdir):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_kill9_and_resume_spends_the_same_epsilon_and_ends_with_the_same_adapter(shapes_dir, workdir):
     from tests.training.test_resume import _adapter, _tuneline, _wait_for_step
 

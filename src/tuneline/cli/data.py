@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,34 +12,37 @@ from rich.table import Table
 
 from tuneline.cli._common import ConfigArg, SetOpt, cli_errors, load, out
 from tuneline.errors import TunelineError
+from tuneline.sections import DataSummary
 
 data_app = typer.Typer(help="Data utilities.", no_args_is_help=True)
 
 
-def print_validation(summary: dict, report_html: Path | None) -> None:
+def print_validation(summary: DataSummary | Mapping[str, Any], report_html: Path | None) -> None:
+    """The validation verdict (data_report.json's ``summary``, typed or as the dict it holds)."""
+    if not isinstance(summary, DataSummary):
+        summary = DataSummary.model_validate(summary)
     table = Table(title="data validation", header_style="bold")
     for col in ("check", "errors", "warnings", "info"):
         table.add_column(col, justify="left" if col == "check" else "right")
-    for code, counts in summary["by_check"].items():
-        table.add_row(code, *(str(counts[k] or "") for k in ("error", "warning", "info")))
+    for code, counts in (summary.by_check or {}).items():
+        table.add_row(code, *(str(n or "") for n in (counts.error, counts.warning, counts.info)))
     out.print(table)
-    splits = summary.get("splits") or {}
     out.print(
         "records: {} in, {} kept ({}), {} with errors, {} dropped".format(
-            summary["records_in"],
-            summary["records_out"],
-            ", ".join(f"{s} {v['records']}" for s, v in splits.items()),
-            summary["errors"],
-            summary["dropped"],
+            summary.records_in,
+            summary.records_out,
+            ", ".join(f"{s} {v.records}" for s, v in summary.splits.items()),
+            summary.errors,
+            summary.dropped,
         )
     )
-    if summary["passed"]:
+    if summary.passed:
         out.print(
-            f"verdict: [green]passed[/] (error fraction {summary['error_fraction']:.2%}, "
-            f"allowed {summary['max_error_fraction']:.2%})"
+            f"verdict: [green]passed[/] (error fraction {summary.error_fraction or 0.0:.2%}, "
+            f"allowed {summary.max_error_fraction or 0.0:.2%})"
         )
     else:
-        out.print(f"verdict: [bold red]failed[/]: {escape('; '.join(summary['failures']))}")
+        out.print(f"verdict: [bold red]failed[/]: {escape('; '.join(summary.failures))}")
     if report_html:
         out.print(f"report: {report_html}")
 

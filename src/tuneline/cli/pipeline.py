@@ -4,28 +4,34 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel, ConfigDict
 from rich.markup import escape
 from rich.table import Table
 
 from tuneline.cli._common import ConfigArg, RunDirOpt, SetOpt, cli_errors, err, fmt, load, out, report
+from tuneline.runs import Summary
 
 SUMMARY_ORDER = ("prior", "base", "few_shot", "embedding_logreg", "tuned")
 
 
-def print_summary(summary: dict) -> None:
+def print_summary(summary: Summary | Mapping[str, Any]) -> None:
     """One column per model scored (prior, base, each baseline, tuned), the gate row naming what it
     compared against with the margin and its CI, and a red line for every model that beats the
-    fine-tune."""
-    data = summary.get("data") or {}
-    counts = data.get("counts") or {}
-    train = summary.get("train") or {}
-    ev = summary.get("eval") or {}
-    reg = summary.get("registry") or {}
-    listed = ev.get("models") or [m for m in SUMMARY_ORDER if isinstance(ev.get(m), dict)]
+    fine-tune. ``summary`` is the run's summary.json (typed, or as the dict it holds)."""
+    from tuneline.sections import Comparison, DataSection, EvalSection, TrainSection
+
+    if not isinstance(summary, Summary):
+        summary = Summary.model_validate(summary)
+    counts = (summary.data or DataSection()).counts
+    train = summary.train or TrainSection()
+    ev = summary.eval or EvalSection()
+    reg = summary.registry
+    listed = ev.models or [m for m in SUMMARY_ORDER if m in ev.scored()]
     names = [m for m in SUMMARY_ORDER if m in listed] + [m for m in listed if m not in SUMMARY_ORDER]
     table = Table(title="tuneline run summary", show_header=True, header_style="bold")
     table.add_column("")
@@ -37,48 +43,75 @@ def print_summary(summary: dict) -> None:
         table.add_column("tuned", justify="right", overflow="fold")
     width = max(len(names), 1)
 
-    def row(label: str, values: dict | None = None, text: str | None = None) -> None:
+    def row(label: str, values: dict[str, str] | None = None, text: str | None = None) -> None:
         if text is not None:  # a fact of the run, in the tuned column
             table.add_row(label, *([""] * (width - 1)), text)
         else:
             table.add_row(label, *((values or {}).get(n, "") for n in names))
 
     def metric_row(label: str, key: str, spec: str = ".3f") -> None:
-        row(label, {n: fmt((ev.get(n) or {}).get(key), spec) for n in names})
+        row(label, {n: fmt(ev.scores(n).get(key), spec) for n in names})
 
     row("data (train/val/test)", text="/".join(str(counts.get(s, "-")) for s in ("train", "val", "test")))
-    row("train final loss", text=fmt(train.get("final_loss")))
-    primary = ev.get("primary")
+    row("train final loss", text=fmt(train.final_loss))
+    primary = ev.primary
     if names:
         if primary:
-            metric_row(f"[bold]{primary}[/] (gate metric, {ev.get('split', '-')})", primary)
-        if ev.get("task") == "classification" and primary != "roc_auc":
+            metric_row(f"[bold]{primary}[/] (gate metric, {ev.split or '-'})", primary)
+        if ev.task == "classification" and primary != "roc_auc":
             metric_row("roc_auc", "roc_auc")
         if primary != "accuracy":
             metric_row("accuracy", "accuracy")
-        loss = {n: fmt((ev.get(n) or {}).get("loss"), ".4f") for n in names if n in ("base", "tuned")}
+        loss = {n: fmt(ev.scores(n).get("loss"), ".4f") for n in names if n in ("base", "tuned")}
         if any(v != "-" for v in loss.values()):
             row("answer-token loss (not the gate metric)", loss)
-        perm = ev.get("permutation")
-        if perm and perm.get("p_value") is not None:
-            row("label-permutation p (chance)", text=f"{perm['p_value']:.4f}")
-    gate = ev.get("gate")
+        perm = ev.permutation
+        if perm and perm.p_value is not None:
+            row("label-permutation p (chance)", text=f"{perm.p_value:.4f}")
+    gate = ev.gate
     if gate is not None:
-        c = gate.get("comparison") or {}
-        against = gate.get("against", "-")
-        how = " (strongest scored)" if gate.get("against_rule") == "strongest" else ""
+        c = gate.comparison or Comparison()
+        against = gate.against or "-"
+        how = " (strongest scored)" if gate.against_rule == "strongest" else ""
         margin = ""
-        if c.get("delta") is not None:
-            ci = c.get("ci") or [None, None]
+        if c.delta is not None:
+            ci = c.ci or [None, None]
             ci_text = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if None not in ci else "[CI undefined]"
-            margin = f" Δ {c['delta']:+.3f} {ci_text}"
-        verdict = "[green]passed[/]" if gate["passed"] else "[red]FAILED[/]"
+            margin = f" Δ {c.delta:+.3f} {ci_text}"
+        verdict = "[green]passed[/]" if gate.passed else "[red]FAILED[/]"
         row(f"gate vs {against}{how}", text=f"{verdict}{margin}")
-    row("registered model", text=f"{reg.get('model_name', '-')} v{reg.get('version', '-')}" if reg else "-")
-    row("run directory", text=summary.get("run_dir", "-"))
+    row("registered model", text=f"{reg.model_name or '-'} v{reg.version or '-'}" if reg else "-")
+    row("run directory", text=summary.run_dir or "-")
     out.print(table)
-    for beaten in ev.get("beaten_by") or []:
-        out.print(f"[bold red]✗ {escape(beaten['sentence'])}[/]")
+    for beaten in ev.beaten_by:
+        out.print(f"[bold red]✗ {escape(beaten.sentence)}[/]")
+
+
+class _VsBest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    delta: float | None = None
+
+
+class _Trial(BaseModel):
+    """One row of sweep/frontier.json (tuneline.sweep.frontier.build); its costs sit under their names."""
+
+    model_config = ConfigDict(extra="allow")
+    key: str
+    state: str = "-"
+    metric: float | None = None
+    ci: list[float | None] = []
+    pareto: bool = False
+    non_inferior: bool | None = None
+    vs_best: _VsBest | None = None
+
+
+class _Frontier(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    study: str = "-"
+    metric: str = "-"
+    cost_metric: str = "-"
+    recommended: str | None = None
+    trials: list[_Trial] = []
 
 
 # ------------------------------------------------------------------------- pipeline verbs
@@ -95,8 +128,8 @@ def run(
 
     cfg = load(config, set_)
     rd = run_all(cfg, config, report=report, new=new)
-    print_summary(rd.summary())
-    _check_gate(rd.summary())
+    print_summary(rd.summary_model())
+    _check_gate(rd.summary_model())
 
 
 def _stage_command(stage: str, config: Path, set_: list[str] | None, run_dir: Path | None) -> None:
@@ -115,18 +148,18 @@ def _stage_command(stage: str, config: Path, set_: list[str] | None, run_dir: Pa
         return  # a distributed worker: rank 0 reports
     err.print(f"run directory: {rd.path}")
     if stage == "register" or stage == "evaluate":
-        print_summary(rd.summary())
+        print_summary(rd.summary_model())
     if stage == "evaluate":
-        _check_gate(rd.summary())
+        _check_gate(rd.summary_model())
 
 
-def _check_gate(summary: dict) -> None:
+def _check_gate(summary: Summary) -> None:
     """Exit 7 (GateFailed) when the evaluation's gate failed: the evaluation itself is complete."""
     from tuneline.errors import GateFailed
 
-    gate = (summary.get("eval") or {}).get("gate")
-    if gate is not None and not gate["passed"]:
-        failed = "; ".join(f"{r['rule']}: {r['detail']}" for r in gate["rules"] if not r["passed"])
+    gate = summary.eval.gate if summary.eval else None
+    if gate is not None and not gate.passed:
+        failed = "; ".join(f"{r.rule}: {r.detail}" for r in gate.rules if not r.passed)
         raise GateFailed(
             f"the tuned model did not pass the gate ({failed})",
             hint="see eval/report.html in the run directory; the registry will refuse to promote this model",
@@ -258,30 +291,21 @@ def sweep(
     if result.frontier is None:
         err.print(f"worker done: ran {len(result.ran)} trial(s)")
         return
-    f = result.frontier
-    table = Table(title=f"sweep {f['study']}: {f['metric']} vs {f['cost_metric']}", header_style="bold")
-    for col in (
-        "trial",
-        "state",
-        f["metric"],
-        "95% CI",
-        "vs best",
-        f["cost_metric"],
-        "Pareto",
-        "non-inferior",
-    ):
+    f = _Frontier.model_validate(result.frontier)
+    table = Table(title=f"sweep {f.study}: {f.metric} vs {f.cost_metric}", header_style="bold")
+    for col in ("trial", "state", f.metric, "95% CI", "vs best", f.cost_metric, "Pareto", "non-inferior"):
         table.add_column(col)
-    for t in f["trials"]:
-        vs = t["vs_best"] or {}
+    for t in f.trials:
+        ci = t.ci if len(t.ci) == 2 else [None, None]
         table.add_row(
-            t["key"] + (" (recommended)" if t["key"] == f["recommended"] else ""),
-            t["state"],
-            fmt(t["metric"]),
-            f"[{fmt(t['ci'][0])}, {fmt(t['ci'][1])}]",
-            fmt(vs.get("delta"), "+.4f"),
-            fmt(t.get(f["cost_metric"]), ".6g"),
-            "*" if t["pareto"] else "",
-            {True: "yes", False: "no"}.get(t["non_inferior"], "-"),
+            t.key + (" (recommended)" if t.key == f.recommended else ""),
+            t.state,
+            fmt(t.metric),
+            f"[{fmt(ci[0])}, {fmt(ci[1])}]",
+            fmt(t.vs_best.delta if t.vs_best else None, "+.4f"),
+            fmt(getattr(t, f.cost_metric, None), ".6g"),  # each trial row names its costs (SWEEP_COSTS)
+            "*" if t.pareto else "",
+            "-" if t.non_inferior is None else ("yes" if t.non_inferior else "no"),
         )
     out.print(table)
     err.print(f"frontier: {result.root / 'frontier.json'}\nreport: {result.root / 'report.html'}")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel, ConfigDict
 from rich.table import Table
 
 from tuneline.cli._common import cli_errors, err, load, out
@@ -164,41 +166,77 @@ def monitor_drift(
         raise TunelineError(f"cannot reach {base}: {exc}", hint="is `tuneline serve` running there?") from exc
     if r.status_code != 200:
         raise TunelineError(f"{base} answered {r.status_code}: {r.text[:300]}")
-    rep = r.json()
     if as_json:
-        sys.stdout.write(json.dumps(rep, indent=2) + "\n")
-    else:
+        sys.stdout.write(json.dumps(r.json(), indent=2) + "\n")
+    rep = _Drift.model_validate(r.json())
+    if not as_json:
         _print_drift(rep)
-    if fail_on_alert and rep.get("alert"):
-        raise DriftAlert(f"drift alert: shifted {', '.join(rep.get('shifted') or ['embeddings'])}")
+    if fail_on_alert and rep.alert:
+        raise DriftAlert(f"drift alert: shifted {', '.join(rep.shifted or ['embeddings'])}")
 
 
-def _print_drift(rep: dict) -> None:
+class _DriftFeature(BaseModel):
+    psi: float = math.nan
+    ks: float = math.nan
+    ks_pvalue: float = math.nan
+    reference_mean: float = math.nan
+    live_mean: float = math.nan
+    shifted: bool = False
+
+
+class _DriftEmbedding(BaseModel):
+    kind: str = "?"
+    mmd2: float = math.nan
+    pvalue: float = math.nan
+    shifted: bool = False
+
+
+class _DriftPredictions(BaseModel):
+    psi: float = math.nan
+
+
+class _Drift(BaseModel):
+    """The server's /v1/monitoring/drift answer (built by tuneline.serving.drift), as this command reads
+    it; lenient like the run artifacts (extra keys kept, every field defaulted)."""
+
+    model_config = ConfigDict(extra="allow")
+    status: str | None = None
+    window: int = 0
+    min_samples: int | None = None
+    score: float | None = None
+    alert: bool = False
+    shifted: list[str] = []
+    features: dict[str, _DriftFeature] = {}  # feature name -> its test: a map by nature
+    embedding: _DriftEmbedding | None = None
+    predictions: _DriftPredictions | None = None
+
+
+def _print_drift(rep: _Drift) -> None:
     out.print(
-        f"status: {rep.get('status')}, window {rep.get('window', 0)} "
-        f"(verdict from {rep.get('min_samples')}), "
-        f"score {rep.get('score')}, alert: {'[red]YES[/]' if rep.get('alert') else 'no'}"
+        f"status: {rep.status}, window {rep.window} "
+        f"(verdict from {rep.min_samples}), "
+        f"score {rep.score}, alert: {'[red]YES[/]' if rep.alert else 'no'}"
     )
-    if rep.get("features"):
+    if rep.features:
         table = Table(header_style="bold")
         for col in ("feature", "PSI", "KS", "KS p", "reference mean", "live mean", "shifted"):
             table.add_column(col, justify="left" if col == "feature" else "right")
-        for name, f in rep["features"].items():
+        for name, f in rep.features.items():
             table.add_row(
                 name,
-                f"{f['psi']:.3f}",
-                f"{f['ks']:.3f}",
-                f"{f['ks_pvalue']:.2g}",
-                f"{f['reference_mean']:.4g}",
-                f"{f['live_mean']:.4g}",
-                "[red]yes[/]" if f["shifted"] else "",
+                f"{f.psi:.3f}",
+                f"{f.ks:.3f}",
+                f"{f.ks_pvalue:.2g}",
+                f"{f.reference_mean:.4g}",
+                f"{f.live_mean:.4g}",
+                "[red]yes[/]" if f.shifted else "",
             )
         out.print(table)
-    if rep.get("embedding"):
-        e = rep["embedding"]
-        out.print(f"embeddings ({e['kind']}): MMD² {e['mmd2']:.4g}, p = {e['pvalue']:.3g}")
-    if rep.get("predictions"):
-        out.print(f"prediction rates vs training labels: PSI {rep['predictions']['psi']:.3f}")
+    if rep.embedding:
+        e = rep.embedding
+        out.print(f"embeddings ({e.kind}): MMD² {e.mmd2:.4g}, p = {e.pvalue:.3g}")
+    if rep.predictions:
+        out.print(f"prediction rates vs training labels: PSI {rep.predictions.psi:.3f}")
 
 
 @monitor_app.command("profile")

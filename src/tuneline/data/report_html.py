@@ -27,9 +27,11 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from tuneline import plots
+from tuneline.artifacts import DataReport
 from tuneline.data.findings import CHECKS
 from tuneline.data.thumbnails import Thumb, _Thumbs, make_thumbnail
 from tuneline.runs import atomic_write_text
+from tuneline.sections import DataSummary, Finding, ImageStats
 
 __all__ = ["Thumb", "make_thumbnail", "render_html", "render_html_string"]
 
@@ -119,18 +121,17 @@ def _ordered_splits(names: Iterable[str]) -> list[str]:
 # checks, findings, dropped
 
 
-def _severity_counts(report: Mapping[str, Any]) -> dict[str, dict[str, int]]:
-    by_check = (report.get("summary") or {}).get("by_check")
+def _severity_counts(report: DataReport) -> dict[str, dict[str, int]]:
+    by_check = report.summary.by_check
     if by_check:
         return {
-            code: {s: int((counts or {}).get(s, 0) or 0) for s in SEVERITIES}
-            for code, counts in by_check.items()
+            code: {"error": c.error or 0, "warning": c.warning or 0, "info": c.info or 0}
+            for code, c in by_check.items()
         }
     counts: dict[str, dict[str, int]] = {}
-    for f in report.get("findings") or []:
-        sev = f.get("severity")
-        if sev in SEVERITIES:
-            counts.setdefault(str(f.get("check")), dict.fromkeys(SEVERITIES, 0))[sev] += 1
+    for f in report.findings:
+        if f.severity in SEVERITIES:
+            counts.setdefault(str(f.check), dict.fromkeys(SEVERITIES, 0))[f.severity] += 1
     return counts
 
 
@@ -150,33 +151,33 @@ def _top_severity(counts: Mapping[str, int]) -> str:
     return next((s for s in SEVERITIES if counts.get(s)), "info")
 
 
-def _finding_row(f: Mapping[str, Any]) -> dict[str, Any]:
-    related = [str(r) for r in (f.get("related") or [])]
+def _finding_row(f: Finding) -> dict[str, Any]:
+    related = [str(r) for r in f.related]
     return {
-        "severity": f.get("severity") if f.get("severity") in SEVERITIES else "info",
-        "record_id": None if f.get("record_id") is None else str(f.get("record_id")),
-        "source": f.get("source"),
-        "field": f.get("field"),
-        "split": f.get("split"),
-        "message": str(f.get("message") or ""),
+        "severity": f.severity if f.severity in SEVERITIES else "info",
+        "record_id": None if f.record_id is None else str(f.record_id),
+        "source": f.source,
+        "field": f.field,
+        "split": f.split,
+        "message": str(f.message or ""),
         "related": related[:5],
         "related_more": max(0, len(related) - 5),
     }
 
 
 def _checks_context(
-    report: Mapping[str, Any], thumbs: _Thumbs, max_thumbs: int, max_rows: int
+    report: DataReport, thumbs: _Thumbs, max_thumbs: int, max_rows: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     counts = _severity_counts(report)
-    by_code: dict[str, list[Mapping[str, Any]]] = {}
-    for f in report.get("findings") or []:
-        by_code.setdefault(str(f.get("check")), []).append(f)
+    by_code: dict[str, list[Finding]] = {}
+    for f in report.findings:
+        by_code.setdefault(str(f.check), []).append(f)
     for code, items in by_code.items():  # findings without a by_check entry still get a section
         if code not in counts:
             counts[code] = dict.fromkeys(SEVERITIES, 0)
             for f in items:
-                if f.get("severity") in SEVERITIES:
-                    counts[code][f["severity"]] += 1
+                if f.severity in SEVERITIES:
+                    counts[code][f.severity] += 1
     codes = _check_order(counts)
     codes += sorted(c for c in by_code if c not in codes)
 
@@ -190,18 +191,18 @@ def _checks_context(
         items = by_code.get(code, [])
         if not items:
             continue
-        with_record = [f for f in items if f.get("record_id") is not None]
+        with_record = [f for f in items if f.record_id is not None]
         gallery_wanted = code in _BROKEN_IMAGE_CHECKS or any(
-            thumbs.has(str(f.get("record_id"))) or f.get("related") for f in with_record[:max_thumbs]
+            thumbs.has(str(f.record_id)) or f.related for f in with_record[:max_thumbs]
         )
         cards = []
         if gallery_wanted:
             for f in with_record[:max_thumbs]:
-                related = [str(r) for r in (f.get("related") or [])]
+                related = [str(r) for r in f.related]
                 cards.append(
                     {
                         "row": _finding_row(f),
-                        "main": thumbs.get(str(f["record_id"])),
+                        "main": thumbs.get(str(f.record_id)),
                         "related": [thumbs.get(r) for r in related[:MAX_RELATED_SHOWN]],
                         "related_more": max(0, len(related) - MAX_RELATED_SHOWN),
                     }
@@ -227,14 +228,12 @@ def _checks_context(
 # class balance
 
 
-def _balance_context(summary: Mapping[str, Any]) -> dict[str, Any] | None:
-    splits_in: Mapping[str, Any] = summary.get("splits") or {}
+def _balance_context(summary: DataSummary) -> dict[str, Any] | None:
+    splits_in = summary.splits
     split_names = _ordered_splits(splits_in)
-    split_labels = {
-        s: {str(k): int(v) for k, v in ((splits_in[s] or {}).get("labels") or {}).items()}
-        for s in split_names
-    }
-    overall = {str(k): int(v) for k, v in (summary.get("labels") or {}).items()}
+    # label -> count per split: maps by nature (typed dict[str, int])
+    split_labels = {s: dict(splits_in[s].labels) for s in split_names}
+    overall = dict(summary.labels)
     if not overall:
         for counts in split_labels.values():
             for k, v in counts.items():
@@ -292,8 +291,8 @@ def _balance_context(summary: Mapping[str, Any]) -> dict[str, Any] | None:
         "splits": [
             {
                 "name": s,
-                "records": int((splits_in[s] or {}).get("records", 0) or 0),
-                "groups": (splits_in[s] or {}).get("groups"),
+                "records": splits_in[s].records,
+                "groups": splits_in[s].groups,
                 "colour": SPLIT_COLOURS[i % len(SPLIT_COLOURS)],
             }
             for i, s in enumerate(split_names)
@@ -363,9 +362,9 @@ def _quantile(counter: Counter[int], qs: Iterable[float]) -> list[int]:
     return out
 
 
-def _sizes_context(images: Mapping[str, Any]) -> dict[str, Any] | None:
+def _sizes_context(images: ImageStats) -> dict[str, Any] | None:
     pairs: Counter[tuple[int, int]] = Counter()
-    for s in images.get("sizes") or []:
+    for s in images.sizes:
         try:
             w, h = int(s[0]), int(s[1])
         except (TypeError, ValueError, IndexError):
@@ -398,8 +397,8 @@ def _sizes_context(images: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _formats_context(images: Mapping[str, Any]) -> list[dict[str, Any]]:
-    formats = {str(k): int(v or 0) for k, v in (images.get("formats") or {}).items()}
+def _formats_context(images: ImageStats) -> list[dict[str, Any]]:
+    formats = {k: v or 0 for k, v in images.formats.items()}
     total = sum(formats.values())
     return [
         {"name": k, "n": v, "p": (v / total if total else 0.0)}
@@ -412,26 +411,27 @@ def _formats_context(images: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _context(
-    report: Mapping[str, Any],
+    report: DataReport,
     thumbnails: Mapping[str, str | Path],
     title: str,
     thumb_px: int,
     max_thumbs: int,
     max_rows: int,
 ) -> dict[str, Any]:
-    summary: Mapping[str, Any] = report.get("summary") or {}
+    summary = report.summary
     splits_of: dict[str, str] = {}
-    for f in report.get("findings") or []:
-        rid, split = f.get("record_id"), f.get("split")
+    for f in report.findings:
+        rid, split = f.record_id, f.split
         if rid is not None and split and str(rid) not in splits_of:
             splits_of[str(rid)] = str(split)
     thumbs = _Thumbs(thumbnails, thumb_px, splits_of)
     check_table, sections = _checks_context(report, thumbs, max_thumbs, max_rows)
 
-    error_fraction = float(summary.get("error_fraction") or 0.0)
-    allowed = summary.get("max_error_fraction")
-    allowed = None if allowed is None else float(allowed)
-    passed = bool(summary.get("passed", error_fraction <= (allowed if allowed is not None else 0.0)))
+    error_fraction = float(summary.error_fraction or 0.0)
+    allowed = None if summary.max_error_fraction is None else float(summary.max_error_fraction)
+    passed = summary.passed
+    if passed is None:  # an older report without its verdict: the fraction against the allowance
+        passed = error_fraction <= (allowed if allowed is not None else 0.0)
     scale = max(error_fraction * 1.15, (allowed or 0.0) * 2, 1e-9)
     gauge = {
         "w": 260,
@@ -439,9 +439,9 @@ def _context(
         "mark": None if allowed is None else 260 * min(allowed / scale, 1.0),
     }
 
-    dropped = list(report.get("dropped") or [])
-    dropped_reasons = Counter(str(d.get("reason")) for d in dropped)
-    images: Mapping[str, Any] = report.get("images") or {}
+    dropped = report.dropped
+    dropped_reasons = Counter(str(d.reason) for d in dropped)
+    images = report.images
     return {
         "title": title,
         "px": thumb_px,
@@ -451,29 +451,33 @@ def _context(
         "allowed": allowed,
         "gauge": gauge,
         "cards": [
-            ("Records in", summary.get("records_in"), ""),
-            ("Kept", summary.get("records_out"), "ok"),
-            ("Dropped", summary.get("dropped", len(dropped)), "warning" if summary.get("dropped") else ""),
-            ("Errors", summary.get("errors"), "error" if summary.get("errors") else ""),
-            ("Warnings", summary.get("warnings"), "warning" if summary.get("warnings") else ""),
-            ("Info", summary.get("info"), ""),
+            ("Records in", summary.records_in, ""),
+            ("Kept", summary.records_out, "ok"),
+            (
+                "Dropped",
+                len(dropped) if summary.dropped is None else summary.dropped,
+                "warning" if summary.dropped else "",
+            ),
+            ("Errors", summary.errors, "error" if summary.errors else ""),
+            ("Warnings", summary.warnings, "warning" if summary.warnings else ""),
+            ("Info", summary.info, ""),
         ],
-        "sources": list(summary.get("sources") or []),
-        "fingerprint": summary.get("fingerprint"),
+        "sources": summary.sources,
+        "fingerprint": summary.fingerprint,
         "check_table": check_table,
         "sections": sections,
-        "n_findings": len(report.get("findings") or []),
+        "n_findings": len(report.findings),
         "balance": _balance_context(summary),
         "sizes": _sizes_context(images),
         "formats": _formats_context(images),
         "dropped": [
             {
-                "record_id": None if d.get("record_id") is None else str(d.get("record_id")),
-                "source": d.get("source"),
-                "field": d.get("field"),
-                "reason": str(d.get("reason")),
-                "anchor": _anchor(str(d.get("reason"))),
-                "desc": CHECKS.get(str(d.get("reason")), ("", ""))[1],
+                "record_id": None if d.record_id is None else str(d.record_id),
+                "source": d.source,
+                "field": d.field,
+                "reason": str(d.reason),
+                "anchor": _anchor(str(d.reason)),
+                "desc": CHECKS.get(str(d.reason), ("", ""))[1],
             }
             for d in dropped[:max_rows]
         ],
@@ -501,7 +505,7 @@ def _environment() -> Environment:
 
 
 def render_html_string(
-    report: Mapping[str, Any],
+    report: DataReport | Mapping[str, Any],
     thumbnails: Mapping[str, str | Path],
     *,
     title: str = "tuneline data report",
@@ -510,12 +514,14 @@ def render_html_string(
     max_rows: int = 2000,
 ) -> str:
     """The page as a string (see :func:`render_html`)."""
+    if not isinstance(report, DataReport):
+        report = DataReport.model_validate(report)
     ctx = _context(report, thumbnails, title, thumb_px, max_thumbs_per_check, max_rows)
     return _environment().get_template("data_report.html.j2").render(**ctx)
 
 
 def render_html(
-    report: dict,
+    report: DataReport | Mapping[str, Any],
     thumbnails: Mapping[str, str | Path],
     out: Path,
     *,
@@ -524,7 +530,8 @@ def render_html(
     max_thumbs_per_check: int = 50,
     max_rows: int = 2000,
 ) -> None:
-    """Write ``report`` (the ``data_report.json`` dict) to ``out`` as a self-contained HTML page.
+    """Write ``report`` (``data_report.json``, typed or as the dict it holds) to ``out`` as a
+    self-contained HTML page.
 
     ``thumbnails`` maps record id → image path on disk; flagged records and their related records
     are shown as embedded thumbnails of at most ``thumb_px`` pixels, and records whose image is

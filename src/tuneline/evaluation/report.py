@@ -43,6 +43,7 @@ from tuneline.data.sources.manifest import numbers_from_text
 from tuneline.evaluation import metrics as M
 from tuneline.evaluation import stats as S
 from tuneline.evaluation.gate import GateEvidence, beaten_by, evaluate_gate
+from tuneline.sections import Privacy
 
 
 def default_primary(cfg: Config, task: str) -> str:
@@ -58,7 +59,7 @@ def _permutation(cfg, task, labels, positive, records, scored, report, groups, p
     if not n or len(records) < 2:
         return None
     if task == "classification":
-        threshold = _t(report["models"]["tuned"].get("threshold"))
+        threshold = _t(report["models"]["tuned"]["threshold"])
         y = np.array([r.target for r in records], dtype=object)
         inp = M.prepare(y, tuned.probabilities, labels, positive=positive, threshold=threshold)
         name = "recall" if primary == "sensitivity" else primary
@@ -143,7 +144,13 @@ def slice_values(records: list[Record], column: str) -> np.ndarray:
 
 
 def build_report(
-    cfg: Config, task: str, labels: list[str], positive: str | None, records, scored, privacy=None
+    cfg: Config,
+    task: str,
+    labels: list[str],
+    positive: str | None,
+    records,
+    scored,
+    privacy: Privacy | None = None,
 ) -> dict:
     """``privacy``: the training summary's privacy section (train.privacy.dp), for report.json and the
     gate's dp_epsilon guard."""
@@ -195,8 +202,8 @@ def build_report(
     )
     if ev.gate.enabled:
         tuned_metrics = dict(report["models"]["tuned"]["metrics"])
-        if privacy and privacy.get("dp"):
-            tuned_metrics["dp_epsilon"] = privacy["dp"]["epsilon"]
+        if privacy and privacy.dp:
+            tuned_metrics["dp_epsilon"] = privacy.dp.epsilon
         evidence = GateEvidence(
             task=task,
             models=M.nan_to_none(report["models"]),
@@ -206,7 +213,7 @@ def build_report(
             order=list(scored),
         )
         report["gate"] = evaluate_gate(ev.gate, primary, evidence).to_json()
-    report["privacy"] = privacy
+    report["privacy"] = privacy.model_dump(mode="json", exclude_unset=True) if privacy else None
     return M.nan_to_none(report)
 
 
@@ -376,7 +383,7 @@ def predictions_table(task: str, labels: list[str], records: list[Record], score
 
     rows = []
     for name, s in scored.items():
-        threshold = report["models"][name].get("threshold")
+        threshold = report["models"][name]["threshold"]
         for i, r in enumerate(records):
             row: dict[str, Any] = {
                 "record_id": r.id,

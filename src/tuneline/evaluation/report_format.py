@@ -11,6 +11,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
+from tuneline.artifacts import EvalReport
 from tuneline.config.schema import LOWER_IS_BETTER
 
 DASH = "–"
@@ -192,12 +193,12 @@ def _colours(models: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _metric_columns(report: Mapping[str, Any], models: Sequence[str]) -> list[str]:
-    task = report.get("task")
+def _metric_columns(report: EvalReport, models: Sequence[str]) -> list[str]:
+    task = report.task
     preferred = GENERATION_COLUMNS if task == "generation" else CLASSIFICATION_COLUMNS
     present: list[str] = []
     for m in models:
-        for key in (report["models"][m].get("metrics") or {}).keys():
+        for key in report.models[m].metrics:
             if key not in present:
                 present.append(key)
     has = set(present)
@@ -209,7 +210,7 @@ def _metric_columns(report: Mapping[str, Any], models: Sequence[str]) -> list[st
         for c in present
         if c in has and c not in columns and not (c == "recall" and "sensitivity" in columns)
     ]
-    primary = report.get("primary")
+    primary = report.primary
     if primary:
         key = next((c for c in columns if primary in ALIASES.get(c, (c,))), primary)
         columns = [key] + [c for c in columns if c != key]

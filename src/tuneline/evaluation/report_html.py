@@ -35,6 +35,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from tuneline import plots
+from tuneline.artifacts import EvalReport
 from tuneline.evaluation.report_format import (
     CALIBRATION_BINS,
     CLASS_COLOURS,
@@ -93,10 +94,10 @@ def _model_rows(pred: Mapping[str, np.ndarray], model: str) -> np.ndarray:
 class _Curves:
     """Per model: binary (y, p) on the positive class, or multiclass (Y one-hot, P) on all classes."""
 
-    def __init__(self, report: Mapping[str, Any], pred: Mapping[str, np.ndarray], models: Sequence[str]):
-        self.labels = [str(x) for x in report.get("labels") or []]
+    def __init__(self, report: EvalReport, pred: Mapping[str, np.ndarray], models: Sequence[str]):
+        self.labels = [str(x) for x in report.labels]
         self.binary = len(self.labels) == 2
-        positive = report.get("positive")
+        positive = report.positive
         self.positive = str(positive) if positive is not None else (self.labels[-1] if self.labels else None)
         self.notes: list[str] = []
         self.data: dict[str, dict[str, Any]] = {}  # arrays y, P, Y and the threshold (float or None)
@@ -118,8 +119,8 @@ class _Curves:
             y, P = y[ok], P[ok]
             thr = pred["threshold"][rows][ok] if "threshold" in pred else np.full(len(y), np.nan)
             t = next((float(v) for v in thr if math.isfinite(v)), None)
-            if t is None:
-                t = report["models"].get(m, {}).get("threshold")
+            if t is None and m in report.models:
+                t = report.models[m].threshold
             Y = np.column_stack([(y == label).astype(int) for label in self.labels])
             self.data[m] = {"y": y, "P": P, "Y": Y, "threshold": t}
 
@@ -189,7 +190,7 @@ def _curve_series(
 
 
 def _calibration_series(
-    curves: _Curves, report: Mapping[str, Any], models: Sequence[str], colours: Mapping[str, str]
+    curves: _Curves, report: EvalReport, models: Sequence[str], colours: Mapping[str, str]
 ) -> list[dict[str, Any]]:
     series = []
     for m in models:
@@ -198,7 +199,7 @@ def _calibration_series(
         y, p = curves.confidence(m)
         if len(y) == 0:
             continue
-        ece = _lookup((report["models"].get(m) or {}).get("metrics"), "ece")
+        ece = _lookup(report.models[m].metrics, "ece") if m in report.models else None
         tuned = m == "tuned"
         series.append(
             {"label": f"{m}  ECE {ece:.3f}" if _finite(ece) else m, "y": y, "p": p, "colour": colours[m]}
@@ -222,9 +223,9 @@ def _per_class_series(curves: _Curves) -> list[dict[str, Any]]:
 
 
 def _confusion_matrix(
-    report: Mapping[str, Any], model: str, curves: _Curves | None, labels: Sequence[str]
+    report: EvalReport, model: str, curves: _Curves | None, labels: Sequence[str]
 ) -> np.ndarray | None:
-    cm = (report["models"].get(model) or {}).get("confusion_matrix")
+    cm = report.models[model].confusion_matrix if model in report.models else None
     k = len(labels)
     try:
         arr = np.asarray(cm, dtype=float)
@@ -248,12 +249,12 @@ def _confusion_matrix(
 
 
 def _plots(
-    report: Mapping[str, Any],
+    report: EvalReport,
     pred: Mapping[str, np.ndarray] | None,
     models: Sequence[str],
     colours: Mapping[str, str],
 ) -> dict[str, Any]:
-    labels = [str(x) for x in report.get("labels") or []]
+    labels = [str(x) for x in report.labels]
     out: dict[str, Any] = {
         "roc": None,
         "pr": None,
@@ -299,7 +300,7 @@ def _plots(
                 svg, width = plots.confusion(m, matrix, labels, colours[m])
                 out["confusion"].append({"model": m, "svg": svg, "width": width, "n": int(matrix.sum())})
     out["binary"] = len(labels) == 2
-    out["positive"] = report.get("positive")
+    out["positive"] = report.positive
     return out
 
 
@@ -308,40 +309,41 @@ def _plots(
 
 
 def _overview(
-    report: Mapping[str, Any], pred: Mapping[str, np.ndarray] | None, models: Sequence[str]
+    report: EvalReport, pred: Mapping[str, np.ndarray] | None, models: Sequence[str]
 ) -> list[tuple[str, str, str]]:
-    labels = [str(x) for x in report.get("labels") or []]
-    task = report.get("task")
+    labels = [str(x) for x in report.labels]
+    task = report.task
     if task == "generation":
         kind = "Generation"
     elif len(labels) == 2:
         kind = "Binary classification"
     else:
         kind = f"{len(labels)}-class classification" if labels else "Classification"
-    n = report.get("n")
+    n = report.n
     cards = [
         ("Task", kind, ""),
-        ("Evaluated on", f"{report.get('split') or DASH} split", ""),
+        ("Evaluated on", f"{report.split or DASH} split", ""),
         ("Records", f"{int(n):,}" if _finite(n) else DASH, ""),
     ]
-    if report.get("grouped_by") and pred is not None and "group" in pred:
+    if report.grouped_by and pred is not None and "group" in pred:
         rows = _model_rows(pred, "tuned")
         groups = {g for g in pred["group"][rows] if g is not None}
         cards.append(("Patients (groups)", f"{len(groups):,}" if groups else DASH, ""))
-    positive = report.get("positive")
-    counts = (report["models"].get("tuned") or {}).get("class_counts") or {}
+    positive = report.positive
+    # label -> count: a map by nature (typed dict[str, Number])
+    counts = report.models["tuned"].class_counts if "tuned" in report.models else {}
     if len(labels) == 2 and positive is not None:
-        total = sum(v for v in counts.values() if _finite(v))
-        npos = counts.get(str(positive), counts.get(positive))
+        total = sum(v for v in counts.values() if v is not None and _finite(v))
+        npos = counts.get(str(positive))
         prev = f" · {_pct(npos / total)}" if total and _finite(npos) else ""
         cards.append(("Positive class", f"{positive}{prev}", ""))
-    cards.append(("Primary metric", _label(str(report.get("primary") or DASH)), ""))
+    cards.append(("Primary metric", _label(str(report.primary or DASH)), ""))
     return cards
 
 
-def _ci_note(report: Mapping[str, Any], models: Sequence[str]) -> str:
-    units = {str((report["models"][m] or {}).get("ci_unit") or "") for m in models}
-    if "groups" in units or (units <= {""} and report.get("grouped_by")):
+def _ci_note(report: EvalReport, models: Sequence[str]) -> str:
+    units = {str(report.models[m].ci_unit or "") for m in models}
+    if "groups" in units or (units <= {""} and report.grouped_by):
         note = (
             "CIs resample patients (groups): every record of a patient is drawn together, "
             "so correlated records do not narrow the interval."
@@ -351,20 +353,20 @@ def _ci_note(report: Mapping[str, Any], models: Sequence[str]) -> str:
     return note + _dropped_note(report, models)
 
 
-def _dropped_note(report: Mapping[str, Any], models: Sequence[str]) -> str:
+def _dropped_note(report: EvalReport, models: Sequence[str]) -> str:
     """How many bootstrap draws each CI lost because the metric was undefined there (e.g. no positive
     record in the resample), so a CI built on fewer draws says so."""
     parts = []
     for m in models:
-        entry = report["models"][m] or {}
-        total = entry.get("ci_resamples")
-        for metric, n in (entry.get("ci_skipped") or {}).items():
+        entry = report.models[m]
+        total = entry.ci_resamples
+        for metric, n in entry.ci_skipped.items():
             if isinstance(n, int) and n > 0:
                 parts.append(f"{m} {_label(metric)} {n}" + (f" of {total}" if total else ""))
-    for c in report.get("comparisons") or []:
-        n = c.get("n_skipped") if isinstance(c, Mapping) else None
-        if isinstance(n, int) and n > 0 and c.get("metric") == report.get("primary"):
-            parts.append(f"tuned − {c.get('a')} {_label(str(c.get('metric')))} {n}")
+    for c in report.comparisons:
+        n = c.n_skipped
+        if isinstance(n, int) and n > 0 and c.metric == report.primary:
+            parts.append(f"tuned − {c.a} {_label(str(c.metric))} {n}")
     if not parts:
         return " No bootstrap draw was dropped: every metric was defined in every resample."
     return (
@@ -383,25 +385,28 @@ def _environment() -> Environment:
     )
 
 
-def render_report(report: dict, predictions_parquet: Path | None, *, title: str | None = None) -> str:
+def render_report(
+    report: EvalReport | Mapping[str, Any], predictions_parquet: Path | None, *, title: str | None = None
+) -> str:
     """The evaluation report page as a string (see the module docstring for what it shows).
 
-    ``report`` is the ``report.json`` dict; ``predictions_parquet`` the file written beside it
-    (the curves and the reliability diagram are drawn from it; without it they are left out with
-    a note). Never raises on a missing metric, a null CI or a single model.
+    ``report`` is ``report.json`` (typed, or the dict the evaluate stage is about to write);
+    ``predictions_parquet`` the file written beside it (the curves and the reliability diagram are drawn
+    from it; without it they are left out with a note). Never raises on a missing metric, a null CI or a
+    single model.
     """
-    report = dict(report)
-    report["models"] = {str(k): (v or {}) for k, v in (report.get("models") or {}).items()}
-    models = _model_order(report["models"])
+    if not isinstance(report, EvalReport):
+        report = EvalReport.model_validate(report)
+    models = _model_order(report.models)
     colours = _colours(models)
-    task = report.get("task") or "classification"
+    task = report.task or "classification"
     pred, pred_note = (None, "") if task == "generation" else _load_predictions(predictions_parquet)
     columns = _metric_columns(report, models)
     plots = _plots(report, pred, models, colours) if task != "generation" else None
     if plots is not None and pred_note:
         plots["notes"].insert(0, f"Curves left out: {pred_note}.")
     ctx = {
-        "title": title or f"tuneline evaluation — {task} on {report.get('split') or 'test'}",
+        "title": title or f"tuneline evaluation — {task} on {report.split or 'test'}",
         "task": task,
         "report": report,
         "models": models,
@@ -415,7 +420,7 @@ def render_report(report: dict, predictions_parquet: Path | None, *, title: str 
         "plots": plots,
         "slices": _slices(report, models),
         "threshold": _threshold(report, models),
-        "labels": [str(x) for x in report.get("labels") or []],
+        "labels": [str(x) for x in report.labels],
         "dash": DASH,
     }
     return _environment().get_template("eval_report.html.j2").render(**ctx)

@@ -48,3 +48,17 @@ def secret_version(ref: str, project: str | None, key: str) -> str:
 
 def secret_versions(spec) -> dict[str, str]:
     return {name: secret_version(ref, spec.launch.project, name) for name, ref in spec.launch.secrets.items()}
+
+
+def wire_document(message_cls, message) -> dict:
+    """A Google Cloud client message as the JSON its REST API takes (enum names, fields without
+    presence left out): what ``launch --dry-run`` prints and the tests parse back."""
+    import json
+
+    return json.loads(
+        message_cls.to_json(message, use_integers_for_enums=False, always_print_fields_with_no_presence=False)
+    )
+
+
+def parent_note(spec) -> str:
+    return f"parent projects/{spec.launch.project}/locations/{spec.launch.region}"

@@ -6,6 +6,7 @@ the sizes and the fixes that apply to all of them in one place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # Toy sizes: big enough to learn the bundled examples, small enough for a CPU test in seconds.
@@ -57,6 +58,30 @@ def save_checkpoint(folder: Any, model: Any, processor: Any) -> None:
     """The checkpoint a tiny preset leaves: weights and config, the processor (or tokenizer) beside them."""
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
+
+
+def seeded_model(
+    model_cls: Any,
+    config: Any,
+    seed: int,
+    tokenizer: Any = None,
+    stop_tokens: list[str] | None = None,
+    *,
+    init: Callable[[Any], None] | None = None,
+) -> Any:
+    """``model_cls(config)`` with its random weights drawn after ``torch.manual_seed(seed)``, then the
+    family's own re-initialisation (``init``, under ``torch.no_grad``), then :func:`finish` for a model that
+    generates (``stop_tokens``). Every tiny preset is built this way, so one seed gives one checkpoint."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    if init is not None:
+        with torch.no_grad():
+            init(model)
+    if stop_tokens is not None:
+        finish(model, tokenizer, stop_tokens)
+    return model
 
 
 def finish(model: Any, tokenizer: Any, stop_tokens: list[str]) -> None:

@@ -14,6 +14,15 @@ from typing import Any
 from tuneline.artifacts import DataReport, EvalReport
 from tuneline.config.schema import METRICS
 from tuneline.runs import RunDir
+from tuneline.sections import (
+    BaseModelInfo,
+    Comparison,
+    DataProvenance,
+    DPReport,
+    EvalSection,
+    ThresholdSection,
+    TrainSection,
+)
 
 CARD_ARTIFACT = "model_card.md"
 # Metrics shown in the evaluation table: the gate's metric names in their order, less the synonyms
@@ -56,34 +65,37 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
     summary = run.summary_model()
     prov = run.provenance_model()
     cfg = run.config()
-    data_report = (DataReport.read_or_none(run) or DataReport()).summary
+    data_report = DataReport.read_or_none(run)
     report = EvalReport.read_or_none(run) or EvalReport()
-    base = prov.base_model or {}
-    data = prov.data or summary.data or {}
-    ev = summary.eval or {}
+    base = prov.base_model or BaseModelInfo()
+    data = prov.data or (
+        DataProvenance.model_validate(summary.data.model_dump()) if summary.data else DataProvenance()
+    )
+    ev = summary.eval or EvalSection()
     train_cfg = cfg.train
-    train = summary.train or {}
-    gate = ev.get("gate")
-    task = report.task or ev.get("task") or "unknown"
+    train = summary.train or TrainSection()
+    gate = ev.gate
+    task = report.task or ev.task or "unknown"
     labels = report.labels
 
     lines: list[str] = []
     # The red lines of the run summary open the card: a reader who stops here knows.
-    for beaten in report.beaten_by or ev.get("beaten_by") or []:
-        lines += [f"> **{beaten['sentence']}.**", ">"]
+    for beaten in report.beaten_by or ev.beaten_by:
+        lines += [f"> **{beaten.sentence}.**", ">"]
     if lines:
         lines[-1] = ""
-    verdict = "no gate was configured" if gate is None else ("passed" if gate["passed"] else "**FAILED**")
-    if gate is not None and gate.get("against"):
-        c = gate.get("comparison") or {}
-        ci = c.get("ci") or [None, None]
-        verdict += f" (against {gate['against']}" + (
-            f": {gate.get('primary')} {c['delta']:+.3f}, 95% CI {ci[0]:+.3f} to {ci[1]:+.3f})"
-            if c.get("delta") is not None and None not in ci
+    verdict = "no gate was configured" if gate is None else ("passed" if gate.passed else "**FAILED**")
+    if gate is not None and gate.against:
+        c = gate.comparison or Comparison()
+        ci = c.ci or [None, None]
+        low, high = (ci[0], ci[1]) if len(ci) == 2 else (None, None)
+        verdict += f" (against {gate.against}" + (
+            f": {gate.primary} {c.delta:+.3f}, 95% CI {low:+.3f} to {high:+.3f})"
+            if c.delta is not None and low is not None and high is not None
             else ")"
         )
     lines += [
-        f"Fine-tuned from `{base.get('id', '?')}` with tuneline ({train_cfg.method}) in run "
+        f"Fine-tuned from `{base.id or '?'}` with tuneline ({train_cfg.method}) in run "
         f"`{run.run_id}`. Evaluation gate: {verdict}.",
         "",
         "## Intended use",
@@ -106,21 +118,21 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
         *_table(
             ["field", "value"],
             [
-                ["id", f"`{base.get('id', '?')}`"],
-                ["kind", base.get("kind", "?")],
-                ["family", base.get("family", "?")],
-                ["hub revision", base.get("revision") or "–"],
-                ["content hash (sha256)", f"`{base.get('content_hash', '?')}`"],
+                ["id", f"`{base.id or '?'}`"],
+                ["kind", base.kind or "?"],
+                ["family", base.family or "?"],
+                ["hub revision", base.revision or "–"],
+                ["content hash (sha256)", f"`{base.content_hash or '?'}`"],
                 ["dtype", cfg.model.dtype],
             ],
         ),
         "",
         "## Data",
         "",
-        f"- Snapshot fingerprint: `{data.get('fingerprint', '?')}`",
-        f"- Snapshot folder: `{data.get('snapshot', '?')}`",
+        f"- Snapshot fingerprint: `{data.fingerprint or '?'}`",
+        f"- Snapshot folder: `{data.snapshot or '?'}`",
     ]
-    counts = data.get("counts") or {}
+    counts = data.counts
     if counts:
         lines.append("- Records per split: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     split_cfg = cfg.data.split
@@ -130,22 +142,24 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
             f"val {split_cfg.val}, test {split_cfg.test}; "
             f"seed {cfg.run.seed})"
         )
-    for src in data.get("sources") or []:
-        lines.append(f"- Source: {src.get('type')} `{src.get('path')}` ({src.get('records', '?')} records)")
-    if data_report:
+    for src in data.sources:
+        records = "?" if src.records is None else src.records
+        lines.append(f"- Source: {src.type} `{src.path}` ({records} records)")
+    vs = data_report.summary if data_report is not None else None
+    if vs is not None:
         lines.append(
-            f"- Validation: {data_report.get('records_in', '?')} records in, "
-            f"{data_report.get('records_out', '?')} kept, {data_report.get('errors', 0)} with errors, "
-            f"{data_report.get('dropped', 0)} dropped, {data_report.get('warnings', 0)} warnings "
-            f"({'passed' if data_report.get('passed') else 'failed'})"
+            f"- Validation: {_or(vs.records_in, '?')} records in, "
+            f"{_or(vs.records_out, '?')} kept, {vs.errors or 0} with errors, "
+            f"{vs.dropped or 0} dropped, {vs.warnings or 0} warnings "
+            f"({'passed' if vs.passed else 'failed'})"
         )
-    splits = data_report.get("splits") or {}
-    classes = sorted({c for s in splits.values() for c in (s.get("labels") or {})})
+    splits = vs.splits if vs is not None else {}
+    classes = sorted({c for s in splits.values() for c in s.labels})
     if classes:
         lines += ["", "Class balance:", ""]
         lines += _table(
             ["class", *splits.keys()],
-            [[c, *((splits[s].get("labels") or {}).get(c, 0) for s in splits)] for c in classes],
+            [[c, *(splits[s].labels.get(c, 0) for s in splits)] for c in classes],
         )
     lines += ["", "## Training", ""]
     lora = train_cfg.lora
@@ -158,15 +172,15 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
             "batch size × accumulation",
             f"{train_cfg.batch_size} × {train_cfg.gradient_accumulation_steps}",
         ],
-        ["steps", train.get("steps", train_cfg.max_steps)],
-        ["final training loss", _num(train.get("final_loss"), ".4f")],
-        ["trainable parameters", train.get("trainable_parameters", "?")],
+        ["steps", _or(train.steps, train_cfg.max_steps)],
+        ["final training loss", _num(train.final_loss, ".4f")],
+        ["trainable parameters", _or(train.trainable_parameters, "?")],
         [
             "projector / vision tower trained",
             f"{train_cfg.train_projector} / {train_cfg.train_vision_tower}",
         ],
-        ["accelerator-hours", _num((train.get("cost") or {}).get("accelerator_hours"), ".4f")],
-        ["differential privacy", _dp_line((train.get("privacy") or {}).get("dp"))],
+        ["accelerator-hours", _num(train.cost.accelerator_hours if train.cost else None, ".4f")],
+        ["differential privacy", _dp_line(train.privacy.dp if train.privacy else None)],
     ]
     if train_cfg.method == "full":
         settings = [s for s in settings if not s[0].startswith("LoRA")]
@@ -176,7 +190,7 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
     models = report.models
     if models:
         lines.append(
-            f"On the {report.split or ev.get('split', '?')} split "
+            f"On the {report.split or ev.split or '?'} split "
             f"({report.n if report.n is not None else '?'} records); "
             "95% bootstrap CIs in brackets"
             + (f", resampled by {report.grouped_by}." if report.grouped_by else ".")
@@ -186,59 +200,68 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
             m for m in ("tuned", "base", "few_shot", "embedding_logreg", "prior") if m in models
         ]
         names += [m for m in models if m not in names]
-        shown = [m for m in TABLE_METRICS if any(m in (models[n].get("metrics") or {}) for n in names)]
+        shown = [m for m in TABLE_METRICS if any(m in models[n].metrics for n in names)]
         rows = []
         for metric in shown:
             row: list[Any] = [metric]
             for n in names:
                 entry = models[n]
-                value = (entry.get("metrics") or {}).get(metric)
-                row.append(_num(value) + _ci((entry.get("ci") or {}).get(metric)))
+                row.append(_num(entry.metrics.get(metric)) + _ci(entry.ci.get(metric)))
             rows.append(row)
         lines += _table(["metric", *names], rows)
-        th = report.threshold or {}
-        tuned_t = (th.get("per_model") or {}).get("tuned")
+        th = report.threshold or ThresholdSection()
+        tuned_t = th.per_model.get("tuned")
         if tuned_t is not None:
             lines += [
                 "",
                 f"Decision threshold of the tuned model: {_num(tuned_t, '.4g')} (chosen on the "
-                f"{th.get('split') or 'val'} split by {th.get('method')}; positive class "
+                f"{th.split or 'val'} split by {th.method}; positive class "
                 f"`{report.positive}`).",
             ]
-        comps = [c for c in report.comparisons if c.get("metric") == report.primary]
+        comps = [c for c in report.comparisons if c.metric == report.primary]
         if comps:
             lines += ["", f"Paired comparisons on {report.primary} (tuned − other):", ""]
             lines += _table(
                 ["other", "delta", "95% CI", "p", "method"],
                 [
                     [
-                        c["a"],
-                        _num(c.get("delta"), "+.3f"),
-                        _ci(c.get("ci")).strip(),
-                        _num(c.get("p_value")),
-                        c.get("method"),
+                        c.a,
+                        _num(c.delta, "+.3f"),
+                        _ci(c.ci).strip(),
+                        _num(c.p_value),
+                        c.method,
                     ]
                     for c in comps
                 ],
             )
     else:
-        tuned = ev.get("tuned") or {}
-        lines += _table(["metric", "tuned"], [[k, _num(v)] for k, v in tuned.items() if k != "n"])
+        lines += _table(
+            ["metric", "tuned"], [[k, _num(v)] for k, v in ev.scores("tuned").items() if k != "n"]
+        )
     slices = report.slices
     if slices:
         lines += ["", "### Slices", ""]
         primary = report.primary or "accuracy"
-        for column, entry in slices.items():
+        for column, sl in slices.items():
             rows = []
-            for value, per_model in (entry.get("values") or {}).items():
-                tuned = per_model.get("tuned") or {}
-                other = per_model.get("base") or {}
-                rows.append([value, tuned.get("n", "?"), _num(tuned.get(primary)), _num(other.get(primary))])
+            for value, per_model in sl.values.items():
+                # value -> model -> {"n", metric...}: maps by nature, typed dict[str, dict[str, Number]]
+                tuned = per_model.get("tuned", {})
+                other = per_model.get("base", {})
+                n_rows = tuned.get("n")
+                rows.append(
+                    [
+                        value,
+                        "?" if n_rows is None else n_rows,
+                        _num(tuned.get(primary)),
+                        _num(other.get(primary)),
+                    ]
+                )
             lines += [f"By `{column}` ({primary}):", ""]
             if rows:
                 lines += [*_table(["value", "n", "tuned", "base"], rows), ""]
-            if entry.get("too_small"):
-                small = ", ".join(f"{k} (n={v})" for k, v in entry["too_small"].items())
+            if sl.too_small:
+                small = ", ".join(f"{k} (n={v})" for k, v in sl.too_small.items())
                 lines += [f"Too small to score: {small}."]
             lines.append("")
 
@@ -246,31 +269,28 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
     if audit:
         lines += ["", "## Memorisation audit", ""]
         lines.append(
-            f"{audit['canaries']} secret-sharer canaries ({audit['digits']}-digit secrets) were planted in "
-            f"training only; each secret ranked against {audit['candidates']} random candidates. "
-            f"Mean exposure: {audit['exposure_mean']:.2f} bits for the planted canaries, "
-            f"{audit['control_exposure_mean']:.2f} for never-trained controls "
-            f"(at most {audit['max_exposure']:.2f})."
+            f"{audit.canaries} secret-sharer canaries ({audit.digits}-digit secrets) were planted in "
+            f"training only; each secret ranked against {audit.candidates} random candidates. "
+            f"Mean exposure: {audit.exposure_mean:.2f} bits for the planted canaries, "
+            f"{audit.control_exposure_mean:.2f} for never-trained controls "
+            f"(at most {audit.max_exposure:.2f})."
         )
     lines += ["", "## Gate", ""]
     if gate is None:
         lines.append("No gate was configured: this version can only be promoted with --force and a reason.")
     else:
         lines.append(
-            f"Result: {'passed' if gate['passed'] else '**FAILED**'} "
-            f"(primary {gate.get('primary')} against {gate.get('against')})."
+            f"Result: {'passed' if gate.passed else '**FAILED**'} "
+            f"(primary {gate.primary} against {gate.against})."
         )
         lines.append("")
         lines += _table(
             ["rule", "result", "detail"],
-            [
-                [r["rule"], "pass" if r["passed"] else "FAIL", r.get("detail", "")]
-                for r in gate.get("rules") or []
-            ],
+            [[r.rule, "pass" if r.passed else "FAIL", r.detail or ""] for r in gate.rules],
         )
 
     lines += ["", "## Limitations", ""]
-    n_records = report.n or ev.get("n")
+    n_records = report.n or ev.n
     lines.append(
         f"- Evaluated on {n_records if n_records is not None else 'an unknown number of'} held-out records "
         "from the same source as the training data; the CIs above show how much that sample can say."
@@ -281,7 +301,7 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
         lines.append("- Fewer than 100 evaluation records: estimates are imprecise.")
     if report.not_beaten:
         lines.append(f"- Did not beat on {report.primary}: {', '.join(report.not_beaten)}.")
-    if gate is not None and not gate["passed"]:
+    if gate is not None and not gate.passed:
         lines.append(
             "- The evaluation gate failed: not fit for promotion without an explicit, recorded reason."
         )
@@ -294,11 +314,15 @@ def card_body(run: RunDir, tags: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _dp_line(dp: dict | None) -> str:
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _dp_line(dp: DPReport | None) -> str:
     if not dp:
         return "off"
     return (
-        f"ε = {dp['epsilon']:.3g} at δ = {dp['delta']:.2g} (Opacus, RDP accountant; noise multiplier "
-        f"{dp['noise_multiplier']:.3g}, per-sample clip {dp['max_grad_norm']:g}, Poisson sampling q = "
-        f"{dp['sample_rate']:.3g}, {dp['steps']} steps)"
+        f"ε = {dp.epsilon:.3g} at δ = {dp.delta:.2g} (Opacus, RDP accountant; noise multiplier "
+        f"{dp.noise_multiplier:.3g}, per-sample clip {dp.max_grad_norm:g}, Poisson sampling q = "
+        f"{dp.sample_rate:.3g}, {dp.steps} steps)"
     )

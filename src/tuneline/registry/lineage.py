@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from tuneline.runs import RunDir
+from tuneline.sections import BaseModelInfo, DataProvenance, Environment, EvalSection, GitState
 
 PREFIX = "tuneline."
 METRIC_PREFIX = "tuneline.metric."
@@ -56,11 +57,11 @@ def _finite(v: Any) -> bool:
 def lineage_tags(run: RunDir) -> dict[str, str]:
     prov = run.provenance_model()
     summary = run.summary_model()
-    base = prov.base_model or {}
-    data = prov.data or {}
-    git = prov.git or {}
-    env = prov.environment or {}
-    ev = summary.eval or {}
+    base = prov.base_model or BaseModelInfo()
+    data = prov.data or DataProvenance()
+    git = prov.git or GitState()
+    env = prov.environment or Environment()
+    ev = summary.eval or EvalSection()
     # The resolved config as written, validated; its ${ENV} templates stay templates (not resolved here).
     cfg = run.config()
     train, model = cfg.train, cfg.model
@@ -70,44 +71,43 @@ def lineage_tags(run: RunDir) -> dict[str, str]:
         "tuneline.version": prov.tuneline_version,
         "tuneline.config_hash": prov.config_hash,
         "tuneline.config_file": prov.config_file,
-        "tuneline.data_fingerprint": data.get("fingerprint"),
-        "tuneline.data_snapshot": data.get("snapshot"),
-        "tuneline.data_counts": json.dumps(data.get("counts"), sort_keys=True)
-        if data.get("counts")
-        else None,
-        "tuneline.base_model": base.get("id"),
-        "tuneline.base_model_kind": base.get("kind"),
-        "tuneline.base_model_family": base.get("family"),
+        "tuneline.data_fingerprint": data.fingerprint,
+        "tuneline.data_snapshot": data.snapshot,
+        "tuneline.data_counts": json.dumps(data.counts, sort_keys=True) if data.counts else None,
+        "tuneline.base_model": base.id,
+        "tuneline.base_model_kind": base.kind,
+        "tuneline.base_model_family": base.family,
         # The hub commit when there is one, else the checkpoint's content hash: either pins the base.
-        "tuneline.base_model_revision": base.get("revision") or base.get("content_hash"),
-        "tuneline.base_model_hub_revision": base.get("revision"),
-        "tuneline.base_model_content_hash": base.get("content_hash"),
+        "tuneline.base_model_revision": base.revision or base.content_hash,
+        "tuneline.base_model_hub_revision": base.revision,
+        "tuneline.base_model_content_hash": base.content_hash,
         "tuneline.method": train.method,
         "tuneline.model_dtype": model.dtype,
-        "tuneline.task": ev.get("task"),
-        "tuneline.eval_split": ev.get("split"),
-        "tuneline.git_commit": git.get("commit"),
-        "tuneline.git_dirty": git.get("dirty"),
-        "tuneline.environment_hash": env.get("packages_hash"),
+        "tuneline.task": ev.task,
+        "tuneline.eval_split": ev.split,
+        "tuneline.git_commit": git.commit,
+        "tuneline.git_dirty": git.dirty,
+        "tuneline.environment_hash": env.packages_hash,
     }
-    dp = ((summary.train or {}).get("privacy") or {}).get("dp")
+    privacy = summary.train.privacy if summary.train else None
+    dp = privacy.dp if privacy else None
     if dp:  # differentially private training: what it spent
-        tags["tuneline.dp_epsilon"] = f"{dp['epsilon']:.6g}"
-        tags["tuneline.dp_delta"] = f"{dp['delta']:.6g}"
-        tags["tuneline.dp_noise_multiplier"] = f"{dp['noise_multiplier']:.6g}"
-    tuned = ev.get("tuned") or {}
+        tags["tuneline.dp_epsilon"] = f"{dp.epsilon:.6g}"
+        tags["tuneline.dp_delta"] = f"{dp.delta:.6g}"
+        tags["tuneline.dp_noise_multiplier"] = f"{dp.noise_multiplier:.6g}"
+    tuned = ev.scores("tuned")  # metric name -> value
     for name in HEADLINE:
         if _finite(tuned.get(name)):
             tags[f"{METRIC_PREFIX}{name}"] = f"{tuned[name]:.6g}"
-    primary = ev.get("primary")
+    primary = ev.primary
     if primary and _finite(tuned.get(primary)):
         tags[f"{METRIC_PREFIX}{primary}"] = f"{tuned[primary]:.6g}"
-    gate = ev.get("gate")
+    gate = ev.gate
     if gate is not None:  # the registry promotes only versions whose gate passed
-        tags["tuneline.gate_passed"] = str(bool(gate["passed"])).lower()
-        tags["tuneline.gate_primary"] = gate.get("primary")
+        tags["tuneline.gate_passed"] = str(bool(gate.passed)).lower()
+        tags["tuneline.gate_primary"] = gate.primary
         tags["tuneline.gate_summary"] = "; ".join(
-            f"{'pass' if r['passed'] else 'FAIL'}: {r['rule']}" for r in gate.get("rules") or []
+            f"{'pass' if r.passed else 'FAIL'}: {r.rule}" for r in gate.rules
         )[:4000]
     return {k: str(v) for k, v in tags.items() if v is not None}
 

@@ -105,7 +105,8 @@ def open_run(c, experiment: str, run, tracking_uri: str | None, *, tags: dict[st
     curve live, or by an earlier register), else a new one (with ``tags``: a sweep trial's parent run).
     Recorded in the summary under ``mlflow`` so that a resumed training and the register stage keep writing
     to the same MLflow run."""
-    recorded = (run.summary_model().mlflow or {}).get("run_id")
+    mlflow = run.summary_model().mlflow
+    recorded = mlflow.run_id if mlflow else None
     if recorded:
         try:
             c.get_run(recorded)

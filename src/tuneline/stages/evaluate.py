@@ -201,7 +201,8 @@ def run(cfg: Config, run: RunDir) -> EvalResult:
     # 4. Metrics, CIs, comparisons, slices, gate.
     from tuneline.evaluation.report import build_report, predictions_table
 
-    privacy = (run.summary().get("train") or {}).get("privacy")
+    trained = run.summary_model().train
+    privacy = trained.privacy if trained else None
     report = build_report(cfg, task, labels, positive, records, scored, privacy)
     report["models"]["tuned"]["quantization"] = quant
     run.eval_dir.mkdir(exist_ok=True)
@@ -299,7 +300,8 @@ def check_classifier_eval(cfg: Config, family, task: str, labels: list[str], run
             "(eval.task resolved to generation)",
             hint="give the records a label field, or set eval.labels",
         )
-    trained = (run.summary().get("train") or {}).get("labels")
+    train = run.summary_model().train
+    trained = train.labels if train else None
     if trained is not None and list(trained) != list(labels):
         raise ModelError(
             f"the classifier was trained on the classes {trained} (in this order), "

@@ -60,7 +60,7 @@ def run_all(
         run = RunDir.create(cfg, Path(config_path) if config_path else None)
     elif report:
         report(f"resuming {run.path}", "note", 0.0)
-    done = set(run.summary().get("stages", []))
+    done = set(run.summary_model().stages)
     for name in STAGE_MODULES:
         if name == "register" and not cfg.registry.enabled:
             continue

@@ -20,6 +20,7 @@ from tuneline.registry.aliases import set_challenger
 from tuneline.registry.card import CARD_ARTIFACT, card_body, card_heading
 from tuneline.registry.lineage import lineage_tags
 from tuneline.runs import RunDir, atomic_write_text
+from tuneline.sections import EvalSection
 
 log = logging.getLogger("tuneline.register")
 
@@ -65,11 +66,12 @@ def run(cfg: Config, run: RunDir) -> Registration:
 
     # 2. An MLflow run with params, the training curve, eval metrics and the artifacts.
     rid = store.open_run(client, cfg.experiment_name, run, cfg.registry.tracking_uri)
-    summary = run.summary()
+    summary = run.summary_model()
+    ev = summary.eval or EvalSection()
     try:
         client.log_batch(rid, tags=[RunTag(k, v) for k, v in tags.items()])
         params = [Param(k, v[:6000]) for k, v in _flatten(to_dict(cfg)).items()]
-        already_live = (summary.get("mlflow") or {}).get("live_metrics_complete", False)
+        already_live = summary.mlflow.live_metrics_complete if summary.mlflow else False
         metrics = [
             Metric(f"train_{k}", float(v), 0, int(m["step"]))
             for m in ([] if already_live else run.metrics())
@@ -77,24 +79,24 @@ def run(cfg: Config, run: RunDir) -> Registration:
             for k, v in m.items()
             if k not in ("step", "epoch") and isinstance(v, int | float)
         ]
-        for who in summary["eval"].get("models") or ("base", "tuned", "few_shot", "embedding_logreg"):
-            for k, v in (summary["eval"].get(who) or {}).items():
+        for who in ev.models or ("base", "tuned", "few_shot", "embedding_logreg"):
+            for k, v in ev.scores(who).items():
                 if isinstance(v, int | float):  # undefined metrics (null) are not logged
                     metrics.append(Metric(f"eval_{who}_{k}", float(v), 0, 0))
-        dp = (summary.get("train") or {}).get("privacy") or {}
-        if dp.get("dp"):  # the epsilon the whole run spent (the curve is train_dp_epsilon)
-            metrics.append(Metric("dp_epsilon", float(dp["dp"]["epsilon"]), 0, int(dp["dp"]["steps"])))
+        privacy = summary.train.privacy if summary.train else None
+        if privacy and privacy.dp:  # the epsilon the whole run spent (the curve is train_dp_epsilon)
+            metrics.append(Metric("dp_epsilon", float(privacy.dp.epsilon), 0, int(privacy.dp.steps)))
         for i in range(0, len(params), 100):
             client.log_batch(rid, params=params[i : i + 100])
         for i in range(0, len(metrics), 1000):
             client.log_batch(rid, metrics=metrics[i : i + 1000])
-        client.log_batch(rid, tags=[RunTag("tuneline.data_counts", str(summary["data"]["counts"]))])
+        counts = summary.data.counts if summary.data else {}
+        client.log_batch(rid, tags=[RunTag("tuneline.data_counts", str(counts))])
         client.log_artifacts(rid, str(run.adapter_dir), "adapter")
         if run.eval_dir.is_dir():  # report.json, predictions.parquet, report.html
             client.log_artifacts(rid, str(run.eval_dir), "eval")
-        gate = summary["eval"].get("gate")
-        if gate is not None:
-            client.log_batch(rid, tags=[RunTag("tuneline.gate_passed", str(gate["passed"]).lower())])
+        if ev.gate is not None:
+            client.log_batch(rid, tags=[RunTag("tuneline.gate_passed", str(ev.gate.passed).lower())])
         for f in (
             run.eval_file,
             run.config_file,
@@ -102,7 +104,8 @@ def run(cfg: Config, run: RunDir) -> Registration:
             run.data_manifest,
             run.predictions_file,
         ):
-            client.log_artifact(rid, str(f))
+            if f.is_file():  # generated answers: absent from a run copied without them
+                client.log_artifact(rid, str(f))
     except BaseException:
         client.set_terminated(rid, status="FAILED")
         raise

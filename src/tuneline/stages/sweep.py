@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneline.artifacts import EvalReport
 from tuneline.config import Config, config_hash, with_overrides
 from tuneline.errors import RunDirError, SweepError, TrainingInterrupted
 from tuneline.runs import RunDir, atomic_dir, atomic_write_json, atomic_write_text
+from tuneline.sections import BaseModelInfo, TrainSection
 from tuneline.stages import evaluate, train
 from tuneline.stages.pipeline import Reporter, preflight, run_stage
 from tuneline.sweep import plan
@@ -121,7 +123,7 @@ def ensure_prepared(cfg: Config, config_path: Path | None, root: Path, report: R
         rd = RunDir(path)
         deadline = time.monotonic() + PREPARE_WAIT_S
         while time.monotonic() < deadline and not rd.failed_file.exists():
-            if rd.summary_file.is_file() and "prepare" in rd.summary().get("stages", []):
+            if rd.summary_file.is_file() and "prepare" in rd.summary_model().stages:
                 return rd
             time.sleep(1.0)
         if not rd.summary_file.is_file():
@@ -139,7 +141,7 @@ def share_prepared(src: RunDir, dst: RunDir) -> None:
     for name in ("data_report.json", "data_report.html"):
         if (src.path / name).is_file():
             shutil.copy2(src.path / name, dst.path / name)
-    dst.update_provenance(data=src.provenance()["data"])
+    dst.update_provenance(data=src.provenance()["data"])  # copied whole, as written
     dst.update_summary(data=src.summary().get("data"), stages=["prepare"], prepared_from=str(src.path))
 
 
@@ -147,7 +149,7 @@ def trial_run(tcfg: Config, config_path: Path | None, root: Path, key: str, prep
     path = root / "trials" / key
     if (path / "summary.json").is_file():  # an interrupted trial: continue it, if it is still the same
         rd = RunDir(path)
-        if rd.provenance().get("config_hash") != config_hash(tcfg):
+        if rd.provenance_model().config_hash != config_hash(tcfg):
             raise SweepError(
                 f"trial {key} was started with another config ({rd.config_file} differs from this sweep's)",
                 hint="the config changed since the sweep began: give it a new sweep.study_name",
@@ -176,7 +178,7 @@ def _run_trial(cfg, config_path, handle, study, trial, prepared, root, metric, r
     started = time.time()
     try:
         with S.heartbeat(handle, trial):
-            done = set(rd.summary().get("stages", []))
+            done = set(rd.summary_model().stages)
             if "train" not in done:
                 callbacks = [S.pruning_callback(trial, metric)] if cfg.sweep.pruner != "none" else []
                 with rd.stage("train"):
@@ -215,48 +217,47 @@ def _run_trial(cfg, config_path, handle, study, trial, prepared, root, metric, r
 
 def read_outcome(rd: RunDir, key: str, number: int, state: str, overrides: dict, metric: str) -> TrialOutcome:
     """A trial's metric, CI, costs and per-record predictions, read back from its run directory."""
-    summary = rd.summary()
-    report_file = rd.eval_dir / "report.json"
-    if state != "complete" or not report_file.is_file():
+    summary = rd.summary_model()
+    report = EvalReport.read_or_none(rd)
+    if state != "complete" or report is None:
         return TrialOutcome(key, number, state, overrides, run_dir=str(rd.path))
-    report = json.loads(report_file.read_text())
-    if report["task"] != "classification":
+    if report.task != "classification":
         raise SweepError(
-            f"trial {key} evaluated a {report['task']} task; the sweep's paired comparison is for "
+            f"trial {key} evaluated a {report.task} task; the sweep's paired comparison is for "
             "classification (label probabilities on the same records)",
             hint="sweep a classification task (eval.task: classification)",
         )
-    tuned = report["models"]["tuned"]
-    if metric not in tuned["metrics"]:
+    tuned = report.models["tuned"]
+    if metric not in tuned.metrics:
         raise SweepError(
-            f"trial {key} has no {metric}", hint=f"set sweep.metric to one of {list(tuned['metrics'])}"
+            f"trial {key} has no {metric}", hint=f"set sweep.metric to one of {list(tuned.metrics)}"
         )
-    training = summary.get("train") or {}
+    training = summary.train or TrainSection()
     costs = {
-        "cost_per_1k": tuned.get("cost_per_1k"),
-        "latency_p95_s": (tuned.get("latency") or {}).get("p95_s"),
-        "train_cost": (training.get("cost") or {}).get("cost"),
-        "train_seconds": training.get("seconds"),
-        "peak_memory_gb": training.get("peak_memory_gb"),
+        "cost_per_1k": tuned.cost_per_1k,
+        "latency_p95_s": tuned.latency.p95_s if tuned.latency else None,
+        "train_cost": training.cost.cost if training.cost else None,
+        "train_seconds": training.seconds,
+        "peak_memory_gb": training.peak_memory_gb,
         "parameters": _parameters(rd),
     }
-    ci = tuned.get("ci", {}).get(metric) or [None, None]
-    gate = (summary.get("eval") or {}).get("gate")
+    ci = tuned.ci.get(metric) or [None, None]  # metric name -> CI: a map by nature
+    gate = summary.eval.gate if summary.eval else None
     return TrialOutcome(
-        key, number, state, overrides, metric=tuned["metrics"][metric], ci=(ci[0], ci[1]), costs=costs,
-        run_dir=str(rd.path), gate_passed=None if gate is None else bool(gate["passed"]),
+        key, number, state, overrides, metric=tuned.metrics[metric], ci=(ci[0], ci[1]), costs=costs,
+        run_dir=str(rd.path), gate_passed=None if gate is None else bool(gate.passed),
         predictions=_predictions(rd, report),
     )  # fmt: skip
 
 
-def _predictions(rd: RunDir, report: dict) -> Predictions:
+def _predictions(rd: RunDir, report: EvalReport) -> Predictions:
     import numpy as np
     import pyarrow.parquet as pq
 
     rows = [
         r for r in pq.read_table(rd.eval_dir / "predictions.parquet").to_pylist() if r["model"] == "tuned"
     ]
-    labels = report["labels"]
+    labels = report.labels
     groups = None
     if any(r["group"] is not None for r in rows):
         groups = np.array([r["group"] or f"record:{r['record_id']}" for r in rows], dtype=object)
@@ -265,7 +266,7 @@ def _predictions(rd: RunDir, report: dict) -> Predictions:
         np.array([r["label"] for r in rows], dtype=object),
         np.array([[r[f"p_{label}"] for label in labels] for r in rows], dtype=float),
         groups,
-        report["models"]["tuned"].get("threshold"),
+        report.models["tuned"].threshold,
     )
 
 
@@ -273,14 +274,14 @@ def _parameters(rd: RunDir) -> int | None:
     """Parameters of the served model: the base checkpoint's tensors (read from safetensors headers)."""
     from safetensors import safe_open
 
-    base = rd.provenance().get("base_model") or {}
+    base = rd.provenance_model().base_model or BaseModelInfo()
     from tuneline.config import load_config
     from tuneline.models.load import resolve_base
 
     try:
         folder = resolve_base(load_config(rd.config_file).model).folder
     except Exception:  # noqa: BLE001 - a missing base makes the count unknown, not the sweep fail
-        log.warning("parameters of %s unknown", base.get("id"))
+        log.warning("parameters of %s unknown", base.id)
         return None
     total = 0
     for f in sorted(folder.glob("*.safetensors")):
@@ -332,20 +333,20 @@ def write_frontier(cfg: Config, handle: S.Study, root: Path, metric: str) -> dic
         raise SweepError(
             "no trial of the sweep completed", hint=f"see the trials' run.log under {root / 'trials'}"
         )
-    report = json.loads((Path(first) / "eval" / "report.json").read_text())
+    report = EvalReport.read(RunDir(Path(first)))
     frontier = build(
         trials,
         metric=metric,
         cost_metric=plan.sweep_of(cfg).cost_metric,
         tolerance=plan.sweep_of(cfg).tolerance,
-        classes=report["labels"],
-        positive=report["positive"],
+        classes=report.labels,
+        positive=report.positive,
         n_resamples=cfg.eval.bootstrap_resamples,
         seed=S.seed_of(cfg),
     )
     frontier["study"] = handle.name
-    frontier["split"] = report["split"]
-    frontier["n"] = report["n"]
+    frontier["split"] = report.split
+    frontier["n"] = report.n
     atomic_write_json(root / "frontier.json", frontier)
     atomic_write_text(root / "report.html", render(frontier))
     _close_parent(cfg, handle, root, frontier)

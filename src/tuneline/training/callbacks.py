@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 
 from tuneline.progress import bars
 from tuneline.runs import RunDir
+from tuneline.sections import MlflowSection
 
 
 def peak_memory_gb() -> float:
@@ -125,7 +126,8 @@ class MlflowMetricsCallback(TrainerCallback):
         self._record(failed=False)
 
     def _record(self, failed: bool) -> None:
-        mlflow = dict(self.run.summary().get("mlflow") or {})
-        mlflow["live_metrics_failed"] = mlflow.get("live_metrics_failed", False) or failed
-        mlflow["live_metrics_complete"] = not mlflow["live_metrics_failed"]
+        recorded = self.run.summary_model().mlflow or MlflowSection()
+        failed = recorded.live_metrics_failed or failed
+        mlflow = recorded.model_dump(exclude_unset=True)
+        mlflow.update(live_metrics_failed=failed, live_metrics_complete=not failed)
         self.run.update_summary(mlflow=mlflow)

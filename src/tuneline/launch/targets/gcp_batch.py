@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shlex
 
-from tuneline.launch.gcp import client_kwargs, secret_versions
+from tuneline.launch.gcp import client_kwargs, parent_note, secret_versions, wire_document
 from tuneline.launch.spec import RETRYABLE_EXIT, SPOT_PREEMPTED_EXIT, LaunchSpec
 from tuneline.launch.targets import Rendered, Submitted
 
@@ -122,16 +122,11 @@ def build_job(spec: LaunchSpec):
 
 
 def render(spec: LaunchSpec) -> Rendered:
-    import json
-
     from google.cloud import batch_v1 as b
 
     job = build_job(spec)
-    doc = json.loads(
-        b.Job.to_json(job, use_integers_for_enums=False, always_print_fields_with_no_presence=False)
-    )
-    notes = [f"parent projects/{spec.launch.project}/locations/{spec.launch.region}, job id {spec.job_id}"]
-    return Rendered(kind="batch_v1.Job", documents=[doc], objects=[job], notes=notes)
+    notes = [f"{parent_note(spec)}, job id {spec.job_id}"]
+    return Rendered(kind="batch_v1.Job", documents=[wire_document(b.Job, job)], objects=[job], notes=notes)
 
 
 def client():

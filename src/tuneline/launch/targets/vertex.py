@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from tuneline.errors import ConfigError
-from tuneline.launch.gcp import client_kwargs, secret_versions
+from tuneline.launch.gcp import client_kwargs, parent_note, secret_versions, wire_document
 from tuneline.launch.node import SECRET_REFS_ENV
 from tuneline.launch.spec import LaunchSpec
 from tuneline.launch.targets import Rendered, Submitted
@@ -76,16 +76,18 @@ def render(spec: LaunchSpec) -> Rendered:
     from google.cloud import aiplatform_v1 as a
 
     job = build_job(spec)
-    doc = json.loads(
-        a.CustomJob.to_json(job, use_integers_for_enums=False, always_print_fields_with_no_presence=False)
-    )
-    notes = [f"parent projects/{spec.launch.project}/locations/{spec.launch.region}"]
+    notes = [parent_note(spec)]
     if spec.launch.max_retries:
         notes.append(
             "vertex: retries are Vertex AI's own (restart_job_on_worker_restart); "
             "launch.max_retries is not used"
         )
-    return Rendered(kind="aiplatform_v1.CustomJob", documents=[doc], objects=[job], notes=notes)
+    return Rendered(
+        kind="aiplatform_v1.CustomJob",
+        documents=[wire_document(a.CustomJob, job)],
+        objects=[job],
+        notes=notes,
+    )
 
 
 def client(region: str):

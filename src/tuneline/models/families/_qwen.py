@@ -14,7 +14,7 @@ from typing import Any
 from transformers import ProcessorMixin
 
 from tuneline.models.families.base import ModelFamily, vision_language_family
-from tuneline.models.tiny import TEXT_SIZE, finish, save_checkpoint, text_config
+from tuneline.models.tiny import TEXT_SIZE, save_checkpoint, seeded_model, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
@@ -66,7 +66,6 @@ def build_tiny(
     processor_cls: type,
     vision: dict[str, Any],
 ) -> None:
-    import torch
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer = train_tiny_tokenizer(
@@ -102,9 +101,7 @@ def build_tiny(
         vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=True,
     )
-    torch.manual_seed(seed)
-    model = model_cls(config)
-    finish(model, tokenizer, ["<|im_end|>", "<|endoftext|>"])
+    model = seeded_model(model_cls, config, seed, tokenizer, ["<|im_end|>", "<|endoftext|>"])
     processor = processor_cls(
         image_processor=Qwen2VLImageProcessorPil(
             patch_size=PATCH_SIZE, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32, max_pixels=32 * 32

@@ -17,14 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families.base import ModelFamily, register_family
-from tuneline.models.tiny import TEXT_SIZE, save_checkpoint
+from tuneline.models.tiny import TEXT_SIZE, save_checkpoint, seeded_model
 from tuneline.models.tokenizer import token_id, train_tiny_tokenizer
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def build_tiny(folder: Path, seed: int) -> None:
-    import torch
     from tokenizers import processors
     from transformers import BertConfig, BertModel
 
@@ -53,9 +52,7 @@ def build_tiny(folder: Path, seed: int) -> None:
         num_attention_heads=TEXT_SIZE["num_attention_heads"],
         max_position_embeddings=512,
     )
-    torch.manual_seed(seed)
-    model = BertModel(config)
-    save_checkpoint(folder, model, tokenizer)
+    save_checkpoint(folder, seeded_model(BertModel, config, seed), tokenizer)
 
 
 FAMILY = register_family(

@@ -10,9 +10,9 @@ from tuneline.models.tiny import (
     DEFAULT_SIZE,
     TINY_SIZES,
     VISION_SIZE,
-    finish,
     head_dim,
     save_checkpoint,
+    seeded_model,
     text_config,
 )
 from tuneline.models.tokenizer import token_id, train_tiny_tokenizer
@@ -46,7 +46,6 @@ TOKENS_PER_IMAGE = 4  # a square whose root divides IMAGE_SIZE / PATCH_SIZE
 
 
 def build_tiny(folder: Path, seed: int, size: str = DEFAULT_SIZE) -> None:
-    import torch
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
@@ -77,14 +76,16 @@ def build_tiny(folder: Path, seed: int, size: str = DEFAULT_SIZE) -> None:
         eoi_token_index=ids("<end_of_image>"),
         image_token_index=ids("<image_soft_token>"),
     )
-    torch.manual_seed(seed)
-    model = Gemma3ForConditionalGeneration(config)
-    # Gemma 3 zero-initialises the projector: a from-scratch model would ignore images. Give
-    # it a random projection of unit gain so image features reach the language model.
-    proj = model.model.multi_modal_projector.mm_input_projection_weight
-    with torch.no_grad():
+
+    def init(model) -> None:
+        # Gemma 3 zero-initialises the projector: a from-scratch model would ignore images. Give
+        # it a random projection of unit gain so image features reach the language model.
+        proj = model.model.multi_modal_projector.mm_input_projection_weight
         proj.normal_(0.0, 1.0 / vision.hidden_size**0.5)
-    finish(model, tokenizer, ["<eos>", "<end_of_turn>"])
+
+    model = seeded_model(
+        Gemma3ForConditionalGeneration, config, seed, tokenizer, ["<eos>", "<end_of_turn>"], init=init
+    )
     processor = Gemma3Processor(
         image_processor=Gemma3ImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
         tokenizer=tokenizer,

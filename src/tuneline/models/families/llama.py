@@ -5,21 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families.base import ModelFamily, register_family
-from tuneline.models.tiny import DEFAULT_SIZE, TINY_SIZES, finish, save_checkpoint, text_config
+from tuneline.models.tiny import DEFAULT_SIZE, TINY_SIZES, save_checkpoint, seeded_model, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
-    "{% if message['content'] is string %}{{ message['content'] | trim }}"
-    "{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "<|eot_id|>"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
-)
+
+def llama3_chat_template(image_token: str | None = None) -> str:
+    """Llama 3's chat format (header, content, ``<|eot_id|>`` per turn); with ``image_token``, an image
+    item of a message stands as that token (Llama 3.2 Vision, the mllama family)."""
+    item = "{% if item['type'] == 'text' %}"
+    if image_token is not None:
+        item = "{% if item['type'] == 'image' %}" + image_token + "{% elif item['type'] == 'text' %}"
+    return (
+        "{{ bos_token }}"
+        "{% for message in messages %}"
+        "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+        "{% if message['content'] is string %}{{ message['content'] | trim }}"
+        "{% else %}{% for item in message['content'] %}" + item + "{{ item['text'] | trim }}{% endif %}"
+        "{% endfor %}{% endif %}"
+        "<|eot_id|>"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+    )
+
+
+CHAT_TEMPLATE = llama3_chat_template()
 
 SPECIAL_TOKENS = [
     "<|pad|>", "<|begin_of_text|>", "<|end_of_text|>", "<|unk|>",
@@ -28,7 +37,6 @@ SPECIAL_TOKENS = [
 
 
 def build_tiny(folder: Path, seed: int, size: str = DEFAULT_SIZE) -> None:
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = train_tiny_tokenizer(
@@ -42,9 +50,7 @@ def build_tiny(folder: Path, seed: int, size: str = DEFAULT_SIZE) -> None:
         chat_template=CHAT_TEMPLATE,
     )
     config = text_config(LlamaConfig, tokenizer, size, tie_word_embeddings=True)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    finish(model, tokenizer, ["<|end_of_text|>", "<|eot_id|>"])
+    model = seeded_model(LlamaForCausalLM, config, seed, tokenizer, ["<|end_of_text|>", "<|eot_id|>"])
     save_checkpoint(folder, model, tokenizer)
 
 

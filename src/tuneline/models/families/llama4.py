@@ -36,7 +36,7 @@ from transformers.image_utils import PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs
 
 from tuneline.models.families.base import register_family, register_processor_standin, vision_language_family
-from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, save_checkpoint, text_config
+from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, save_checkpoint, seeded_model, text_config
 from tuneline.models.tokenizer import token_id, train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
@@ -196,7 +196,6 @@ register_processor_standin("Llama4Processor", Llama4Processor)
 
 
 def build_tiny(folder: Path, seed: int) -> None:
-    import torch
     from transformers import (
         Llama4Config,
         Llama4ForConditionalGeneration,
@@ -249,9 +248,9 @@ def build_tiny(folder: Path, seed: int) -> None:
         image_token_index=ids("<|patch|>"),
         tie_word_embeddings=True,
     )
-    torch.manual_seed(seed)
-    model = Llama4ForConditionalGeneration(config)
-    finish(model, tokenizer, ["<|eot|>", "<|end_of_text|>"])
+    model = seeded_model(
+        Llama4ForConditionalGeneration, config, seed, tokenizer, ["<|eot|>", "<|end_of_text|>"]
+    )
     processor = Llama4Processor(
         image_processor=Llama4ImageProcessorPil(  # type: ignore[call-arg]  # max_patches: Llama4ImagesKwargs
             size={"height": TILE_SIZE, "width": TILE_SIZE}, max_patches=1

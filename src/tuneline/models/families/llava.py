@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneline.models.families.base import register_family, vision_language_family
-from tuneline.models.tiny import VISION_SIZE, finish, save_checkpoint, text_config
+from tuneline.models.tiny import VISION_SIZE, save_checkpoint, seeded_model, text_config
 from tuneline.models.tokenizer import token_id, train_tiny_tokenizer
 
 CHAT_TEMPLATE = (
@@ -32,7 +32,6 @@ PATCH_SIZE = 8
 
 
 def build_tiny(folder: Path, seed: int) -> None:
-    import torch
     from transformers import (
         LlamaConfig,
         LlavaConfig,
@@ -58,9 +57,7 @@ def build_tiny(folder: Path, seed: int) -> None:
         vision_feature_layer=-1,
         tie_word_embeddings=True,
     )
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    finish(model, tokenizer, ["</s>"])
+    model = seeded_model(LlavaForConditionalGeneration, config, seed, tokenizer, ["</s>"])
     processor = LlavaProcessor(
         image_processor=SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
         tokenizer=tokenizer,

@@ -22,7 +22,7 @@ from typing import Any
 from transformers import ProcessorMixin
 
 from tuneline.models.families.base import register_family, register_processor_standin, vision_language_family
-from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, finish, save_checkpoint, text_config
+from tuneline.models.tiny import TEXT_SIZE, VISION_SIZE, save_checkpoint, seeded_model, text_config
 from tuneline.models.tokenizer import train_tiny_tokenizer
 
 # The shape of Mistral Small 3.1's template: [INST] user [/INST] answer</s>; images as [IMG].
@@ -149,46 +149,44 @@ def _text_config(tokenizer: Any) -> Any:
     )
 
 
-def build_tiny(folder: Path, seed: int) -> None:
-    import torch
-    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+def _build(folder: Path, seed: int, layout: str) -> None:
+    """One Pixtral checkpoint: ``mistral3`` (Mistral3 with its 2x2 spatial merge) or ``llava`` (the same
+    vision tower and language model in the LLaVA layout, no spatial merge)."""
+    from transformers import (
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        Mistral3Config,
+        Mistral3ForConditionalGeneration,
+    )
 
     tokenizer = _tokenizer()
-    text = _text_config(tokenizer)
-    config = Mistral3Config(
-        vision_config=_vision_config(),
-        text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
-        spatial_merge_size=SPATIAL_MERGE,
-        vision_feature_layer=-1,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(seed)
-    model = Mistral3ForConditionalGeneration(config)
-    finish(model, tokenizer, ["</s>"])
-    save_checkpoint(folder, model, _processor(tokenizer, SPATIAL_MERGE))
+    common = {
+        "vision_config": _vision_config(),
+        "text_config": _text_config(tokenizer),
+        "image_token_index": tokenizer.convert_tokens_to_ids("[IMG]"),
+        "vision_feature_layer": -1,
+        "tie_word_embeddings": True,
+    }
+    model_cls: type[Any]
+    config: Any
+    if layout == "mistral3":
+        merge, model_cls = SPATIAL_MERGE, Mistral3ForConditionalGeneration
+        config = Mistral3Config(**common, spatial_merge_size=SPATIAL_MERGE)
+    else:
+        merge, model_cls = 1, LlavaForConditionalGeneration
+        config = LlavaConfig(**common, vision_feature_select_strategy="full")
+    model = seeded_model(model_cls, config, seed, tokenizer, ["</s>"])
+    save_checkpoint(folder, model, _processor(tokenizer, merge))
+
+
+def build_tiny(folder: Path, seed: int) -> None:
+    _build(folder, seed, "mistral3")
 
 
 def build_tiny_llava_pixtral(folder: Path, seed: int) -> None:
     """Pixtral in the LLaVA layout (``model_type`` llava, pixtral vision tower, no spatial merge), as
     Pixtral-12B is published for transformers; loaded by the llava family."""
-    import torch
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
-
-    tokenizer = _tokenizer()
-    text = _text_config(tokenizer)
-    config = LlavaConfig(
-        vision_config=_vision_config(),
-        text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
-        vision_feature_select_strategy="full",
-        vision_feature_layer=-1,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    finish(model, tokenizer, ["</s>"])
-    save_checkpoint(folder, model, _processor(tokenizer, 1))
+    _build(folder, seed, "llava")
 
 
 FAMILY = register_family(

@@ -18,22 +18,11 @@ import math
 from pathlib import Path
 
 from tuneline.models.families.base import register_family, vision_language_family
-from tuneline.models.tiny import EMBED_STD, VISION_SIZE, finish, save_checkpoint, text_config
+from tuneline.models.families.llama import llama3_chat_template
+from tuneline.models.tiny import EMBED_STD, VISION_SIZE, save_checkpoint, seeded_model, text_config
 from tuneline.models.tokenizer import token_id, train_tiny_tokenizer
 
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
-    "{% if message['content'] is string %}{{ message['content'] | trim }}"
-    "{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}<|image|>"
-    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "<|eot_id|>"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
-)
+CHAT_TEMPLATE = llama3_chat_template(image_token="<|image|>")
 
 SPECIAL_TOKENS = [
     "<|finetune_right_pad_id|>", "<|begin_of_text|>", "<|end_of_text|>", "<|unk|>",
@@ -48,7 +37,6 @@ INTERMEDIATE_LAYERS = [0]  # vision layers whose output is concatenated to the l
 
 
 def build_tiny(folder: Path, seed: int) -> None:
-    import torch
     from transformers import (
         MllamaConfig,
         MllamaForConditionalGeneration,
@@ -86,9 +74,8 @@ def build_tiny(folder: Path, seed: int) -> None:
     config = MllamaConfig(
         text_config=text, vision_config=vision, image_token_index=token_id(tokenizer, "<|image|>")
     )
-    torch.manual_seed(seed)
-    model = MllamaForConditionalGeneration(config)
-    with torch.no_grad():
+
+    def init(model) -> None:
         model.lm_head.weight.normal_(0.0, EMBED_STD)
         # The cross-attention layers start with tanh gates at zero: a from-scratch model would ignore images
         # (and its cross-attention weights would get no gradient). Open them half way, as released models are.
@@ -96,7 +83,9 @@ def build_tiny(folder: Path, seed: int) -> None:
             for gate in ("cross_attn_attn_gate", "cross_attn_mlp_gate"):
                 if hasattr(layer, gate):
                     getattr(layer, gate).fill_(math.pi / 4)
-    finish(model, tokenizer, ["<|eot_id|>", "<|end_of_text|>"])
+
+    stops = ["<|eot_id|>", "<|end_of_text|>"]
+    model = seeded_model(MllamaForConditionalGeneration, config, seed, tokenizer, stops, init=init)
     processor = MllamaProcessor(
         image_processor=MllamaImageProcessorPil(
             size={"height": TILE_SIZE, "width": TILE_SIZE}, max_image_tiles=MAX_TILES
