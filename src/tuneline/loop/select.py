@@ -7,8 +7,8 @@ Each strategy gives every candidate a score (higher: more worth a label):
 - uncertainty: 1 - the champion's top class probability (least confident first);
 - margin: minus the gap between its two most probable classes;
 - entropy: the entropy of its class distribution;
-- disagreement: champion and challenger predict different classes (1), plus the total-variation distance
-  between their distributions (ties broken by how far apart they are);
+- disagreement: champion and challenger predict different classes (1), plus half the total-variation
+  distance between their distributions (below 1: ties broken by how far apart they are);
 - drift: the mean absolute z-score of the image statistics the drift monitor uses, against the training
   split's (farthest from the training profile first);
 - random: a seeded uniform draw (the baseline every other strategy must beat).
@@ -46,7 +46,7 @@ def entropy(p: np.ndarray) -> np.ndarray:
 
 def disagreement(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     differ = (p.argmax(axis=1) != q.argmax(axis=1)).astype(np.float64)
-    return differ + 0.5 * np.abs(p - q).sum(axis=1) / 2.0
+    return differ + 0.5 * (0.5 * np.abs(p - q).sum(axis=1))
 
 
 def drift(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
