@@ -314,7 +314,8 @@ def test_old_ab_log_is_migrated_and_feedback_label_kept(tmp_path):
         db.executescript(
             "CREATE TABLE responses (id TEXT PRIMARY KEY, ts REAL, variant TEXT, version TEXT, "
             "user_hash TEXT, status INTEGER, latency_s REAL, ttft_s REAL, prompt_tokens INTEGER, "
-            "completion_tokens INTEGER, cached INTEGER); CREATE TABLE feedback (response_id TEXT, ts REAL, outcome TEXT, score REAL);"
+            "completion_tokens INTEGER, cached INTEGER); "
+            "CREATE TABLE feedback (response_id TEXT, ts REAL, outcome TEXT, score REAL);"
         )
         db.execute(
             "INSERT INTO responses (id, ts, variant, version, status) VALUES ('old', 1, 'champion', '1', 200)"

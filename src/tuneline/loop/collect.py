@@ -43,12 +43,12 @@ class Candidate:
     probs: dict[str, dict[str, float]] = field(default_factory=dict)  # alias -> {label: probability}
 
     def record(self, label: str | None = None) -> Record:
-        """The candidate as a canonical record (the user turn; answered by ``label`` when given)."""
+        """The candidate as a canonical record: the user turn, answered by ``label`` (empty when None)."""
         content: list[dict[str, Any]] = [{"type": "image", "path": p} for p in self.images]
         content += [{"type": "text", "text": t} for t in self.texts]
         messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
-        if label is not None:
-            messages.append({"role": "assistant", "content": [{"type": "text", "text": label}]})
+        # unlabelled: an empty answer, so that prompt_messages (what scoring reads) is the user turn
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": label or ""}]})
         meta = {"loop_response_id": self.id, "loop_variant": self.variant, "loop_version": self.version}
         return Record(
             id=f"prod-{self.id}",

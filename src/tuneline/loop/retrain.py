@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,9 +90,24 @@ def _texts(r: Record) -> list[str]:
     return [p["text"] for m in r.prompt_messages for p in m["content"] if p.get("type") == "text"]
 
 
-def _row(r: Record, split: str) -> str:
+def _link(src: str, folder: Path) -> str:
+    """The image under the dataset folder (a hard link, else a copy; names are content addresses)."""
+    target = folder / "images" / Path(src).name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, target)
+        except OSError:
+            shutil.copyfile(src, target)
+    return f"images/{target.name}"
+
+
+def _row(r: Record, split: str, folder: Path) -> str:
+    def content(parts: list[dict]) -> list[dict]:
+        return [{**p, "path": _link(p["path"], folder)} if p.get("type") == "image" else p for p in parts]
+
     messages = [
-        {"role": m["role"], "content": m["content"] if m["role"] != "assistant" else r.answer}
+        {"role": m["role"], "content": content(m["content"]) if m["role"] != "assistant" else r.answer}
         for m in r.messages
     ]
     row: dict[str, Any] = {**r.metadata, "id": r.id, "messages": messages, "split": split}
@@ -274,9 +291,10 @@ def retrain(
 
     data_dir = round_dir / "dataset"
     data_dir.mkdir(parents=True, exist_ok=True)
-    rows = [_row(r, s) for s, recs in splits.items() for r in recs] + [_row(r, "train") for r in added]
+    rows = [_row(r, s, data_dir) for s, recs in splits.items() for r in recs]
+    rows += [_row(r, "train", data_dir) for r in added]
     atomic_write_text(data_dir / "data.jsonl", "\n".join(rows) + "\n")
-    atomic_write_text(data_dir / "holdout.jsonl", "".join(_row(r, "test") + "\n" for r in held))
+    atomic_write_text(data_dir / "holdout.jsonl", "".join(_row(r, "test", data_dir) + "\n" for r in held))
     cfg2 = derived_config(cfg, data_dir / "data.jsonl", round_no)
 
     marker = round_dir / "retrain_run.txt"
