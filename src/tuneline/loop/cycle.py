@@ -78,11 +78,32 @@ def _train_images(cfg: Config) -> list[str]:
     return [r.images[0] for r in champion_snapshot(dict(mv.tags or {})).records("train") if r.images]
 
 
-def do_select(cfg: Config, st: LoopState, budget: int | None = None, strategy: str | None = None) -> dict:
-    import numpy as np
+def _image_feats(path: str) -> list[float]:
     from PIL import Image
 
     from tuneline.serving.drift import image_features
+
+    with Image.open(path) as im:
+        return list(image_features(im).values())
+
+
+def _train_texts(cfg: Config) -> list[str]:
+    from tuneline.loop.retrain import champion_snapshot
+    from tuneline.registry import resolve, store
+
+    uri = cfg.registry.tracking_uri or store.default_tracking_uri()
+    mv = resolve.model_version(store.client(uri), f"{cfg.model_name}@champion")
+    recs = champion_snapshot(dict(mv.tags or {})).records("train")
+    return [
+        " ".join(p["text"] for m in r.prompt_messages for p in m["content"] if p.get("type") == "text")
+        for r in recs
+    ]
+
+
+def do_select(cfg: Config, st: LoopState, budget: int | None = None, strategy: str | None = None) -> dict:
+    import numpy as np
+
+    from tuneline.serving.drift import text_features
 
     pool = collect_mod.read_pool(st.round_dir / "pool.jsonl")
     budget = budget or cfg.loop.budget
@@ -101,16 +122,12 @@ def do_select(cfg: Config, st: LoopState, budget: int | None = None, strategy: s
         )
     train_imgs = _train_images(cfg)
     if n and strategy == "drift":
-
-        def feats(paths):
-            rows = []
-            for p in paths:
-                with Image.open(p) as im:
-                    rows.append(list(image_features(im).values()))
-            return np.array(rows)
-
-        features = feats([c.images[0] for c in todo])
-        reference = feats(train_imgs[:500])
+        if all(c.images for c in todo) and train_imgs:
+            features = np.array([_image_feats(c.images[0]) for c in todo])
+            reference = np.array([_image_feats(p) for p in train_imgs[:500]])
+        else:  # text: the drift monitor's text statistics
+            features = np.array([list(text_features(" ".join(c.texts)).values()) for c in todo])
+            reference = np.array([list(text_features(t).values()) for t in _train_texts(cfg)[:500]])
     picked: list[int] = []
     if n:
         scores = select_mod.strategy_scores(
@@ -173,6 +190,11 @@ def do_retrain(cfg: Config, st: LoopState) -> dict:
 
     pool = collect_mod.read_pool(st.round_dir / "pool.jsonl")
     labels = round_labels(st)
+    classes = set(class_labels(cfg))
+    odd = sorted(rid for rid, lab in labels.items() if lab not in classes)
+    if odd:  # only feedback can carry these (imports are validated): one user's typo must not block the loop
+        log.warning("%d feedback labels are not classes of the task, left out: %s", len(odd), odd[:5])
+        labels = {rid: lab for rid, lab in labels.items() if lab in classes}
     if len(labels) < cfg.loop.min_labels:
         raise DataError(
             f"{len(labels)} new labels, fewer than loop.min_labels ({cfg.loop.min_labels})",

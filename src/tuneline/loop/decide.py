@@ -168,6 +168,9 @@ def decide(cfg: Config, *, apply: bool = True) -> Decision:
         c.set_model_version_tag(name, version, "tuneline.loop_rejected", reason[:4000])
     if action in ("promote", "rollback"):
         c.delete_registered_model_tag(name, CANARY_TAG)
-    record(c, name, {"action": action, "version": version, "reason": reason[:600]})
+    last = (loop_history(c, name) or [{}])[-1]
+    same_wait = action == "wait" and last.get("action") == "wait" and last.get("reason") == reason[:600]
+    if not same_wait:  # a scheduler calling again with nothing new adds nothing
+        record(c, name, {"action": action, "version": version, "reason": reason[:600]})
     log.info("loop decide: %s version %s: %s", action, version, reason)
     return d
