@@ -282,7 +282,9 @@ def test_schedule_cronjob_parses_into_kubernetes_models_and_alert_rule_validates
 
 
 def test_kept_inputs_content_addressed_redacted_and_retained(tmp_path):
-    from tuneline.config.schema import ServeLoopConfig
+    from tuneline.config.schema import ServeConfig, ServeLoopConfig
+
+    assert ServeConfig().loop.keep_inputs is False  # opt-in
     from tuneline.serving.keep import InputKeeper
 
     k = InputKeeper(tmp_path / "inputs", ServeLoopConfig(keep_inputs=True, retention_days=1))

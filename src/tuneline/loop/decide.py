@@ -101,7 +101,11 @@ def judge(report: dict[str, Any], rules) -> tuple[str, str]:
     v = report.get("variants", {})
     ch, cp = v.get("champion"), v.get("challenger")
     if not ch or not cp:
-        return "wait", f"no traffic on {'champion' if not ch else 'challenger'} yet since the canary began"
+        who = "champion" if not ch else "challenger"
+        return "wait", (
+            f"no traffic on {who} yet since the canary began (serve.traffic must list champion and "
+            "challenger, e.g. {champion: 90, challenger: 10} for loop.canary_weight 10)"
+        )
     n_ch, n_cp = ch["accuracy"]["n"], cp["accuracy"]["n"]
     if min(n_ch, n_cp) < rules.min_feedback:
         return "wait", (
