@@ -181,7 +181,7 @@ def test_import_csv_and_jsonl_errors_name_lines(tmp_path):
 
 
 def _report(acc_champ: list[float], acc_chal: list[float], err_chal: float = 0.0):
-    from tuneline.serving import ab
+    """The parts of serving/ab.report's output the decision reads."""
 
     def entry(acc, err):
         a = np.asarray(acc)
@@ -196,7 +196,6 @@ def _report(acc_champ: list[float], acc_chal: list[float], err_chal: float = 0.0
 
     ci = two_sample_bootstrap(np.mean, np.asarray(acc_champ), np.asarray(acc_chal), n_resamples=500, seed=0)
     rep["comparisons"] = {"challenger - champion": {"accuracy": (ci.low, ci.high)}}
-    assert ab  # the report's shape is serving/ab.report's
     return rep
 
 
@@ -337,3 +336,22 @@ def test_old_ab_log_is_migrated_and_feedback_label_kept(tmp_path):
         assert db.execute("SELECT prediction FROM responses WHERE id='old'").fetchone() == (None,)
         assert db.execute("SELECT label FROM feedback").fetchone() == ("blue",)
     assert ab.report(db_path)["variants"]["champion"]["requests"] == 2
+
+
+def test_decision_reads_the_real_ab_report(tmp_path):
+    from tuneline.config.schema import LoopDecisionConfig
+    from tuneline.serving import ab
+
+    store = ab.Store(tmp_path / "ab.sqlite")
+    rng = np.random.default_rng(1)
+    for i in range(120):
+        variant = "champion" if i % 2 else "challenger"
+        p = 0.5 if variant == "champion" else 0.95
+        store.record(id=f"r{i}", ts=float(i), variant=variant, version="1" if i % 2 else "2", status=200,
+                     latency_s=0.01, cached=0)  # fmt: skip
+        store.feedback(f"r{i}", "correct" if rng.random() < p else "incorrect", None)
+    store.flush()
+    store.close()
+    action, why = judge(ab.report(tmp_path / "ab.sqlite", seed=0), LoopDecisionConfig(min_feedback=30))
+    assert action == "promote", why
+    assert "non-inferior" in why
