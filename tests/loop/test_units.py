@@ -355,3 +355,15 @@ def test_decision_reads_the_real_ab_report(tmp_path):
     action, why = judge(ab.report(tmp_path / "ab.sqlite", seed=0), LoopDecisionConfig(min_feedback=30))
     assert action == "promote", why
     assert "non-inferior" in why
+
+
+def test_loop_run_before_any_traffic_waits(tmp_path):
+    from tuneline.loop import cycle
+
+    cfg = _cfg(tmp_path)
+    serve = cfg.serve.model_copy(update={"state_dir": tmp_path / "serve"})
+    cfg = cfg.model_copy(
+        update={"serve": serve, "loop": cfg.loop.model_copy(update={"state_dir": tmp_path / "loop"})}
+    )
+    first, second = cycle.run(cfg), cycle.run(cfg)
+    assert str(first) == str(second) and "nothing to do; waiting: no serving log yet" in str(first)

@@ -237,6 +237,11 @@ def run(cfg: Config) -> Outcome:
     from tuneline.loop import decide as decide_mod
 
     st, out = state_of(cfg), Outcome()
+    if not (Path(cfg.serve.state_dir) / "ab.sqlite").is_file():
+        out.waiting = (
+            f"no serving log yet in {cfg.serve.state_dir} (serve traffic with serve.loop.keep_inputs)"
+        )
+        return out
     if not st.done("collect"):
         pool = do_collect(cfg, st)
         out.did.append(f"collected {len(pool)}")
