@@ -367,3 +367,41 @@ def test_loop_run_before_any_traffic_waits(tmp_path):
     )
     first, second = cycle.run(cfg), cycle.run(cfg)
     assert str(first) == str(second) and "nothing to do; waiting: no serving log yet" in str(first)
+
+
+def test_loop_import_command_refuses_a_malformed_export_whole(tmp_path):
+    from typer.testing import CliRunner
+
+    from tuneline.cli import app
+    from tuneline.loop.collect import write_pool
+
+    (tmp_path / "d.jsonl").write_text("")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"run: {{name: shapes}}\nmodel: {{base: 'tiny:gemma3'}}\n"
+        f"data: {{sources: [{{type: jsonl, path: '{tmp_path / 'd.jsonl'}'}}]}}\n"
+        "eval: {labels: [red, blue]}\n"
+        f"serve: {{state_dir: '{tmp_path / 'serve'}'}}\nloop: {{state_dir: '{tmp_path / 'loop'}'}}\n"
+    )
+    pool, _ = _pool(tmp_path / "serve")
+    round_dir = tmp_path / "loop" / "round-0001"
+    round_dir.mkdir(parents=True)
+    write_pool(round_dir / "pool.jsonl", list(pool.values()))
+    good = {
+        "data": {"response_id": "chatcmpl-0"},
+        "annotations": [{"result": [{"value": {"choices": ["red"]}}]}],
+    }
+    bad = {
+        "data": {"response_id": "chatcmpl-1"},
+        "annotations": [{"result": [{"value": {"choices": ["pink"]}}]}],
+    }
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([good, bad], indent=1))
+    result = CliRunner().invoke(app, ["loop", "import", str(config), str(export)])
+    assert result.exit_code == 3, result.output
+    assert f"{export}:" in result.output and "unknown label 'pink'" in result.output
+    assert not (round_dir / "labels.jsonl").exists()
+    export.write_text(json.dumps([good], indent=1))
+    result = CliRunner().invoke(app, ["loop", "import", str(config), str(export)])
+    assert result.exit_code == 0 and "imported 1 labels" in result.output, result.output
+    assert (round_dir / "labels.jsonl").read_text().count("\n") == 1
