@@ -172,7 +172,7 @@ def test_closed_loop(champion, tmp_path, monkeypatch, labels):
         return result.output
 
     with running_server(cfg) as srv:
-        # 1. Traffic with feedback (6 corrections carry a label), plus the planted leak (labelled by feedback).
+        # 1. Traffic with feedback (6 corrections carry a label), plus the planted leak (labelled too).
         served = _traffic(
             srv.url, tmp_path, seed=21, n=n1, labelled=6, extra=[(Path(frozen.images[0]), frozen.answer)]
         )

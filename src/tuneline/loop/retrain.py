@@ -13,8 +13,10 @@
 4. Train, warm-started from the champion's adapter weights (``loop.warm_start``), evaluate, register.
 5. The loop's gate against the champion, both scored by the same code (label log-probabilities): on the
    held-out new labels the challenger must not be worse than the champion, and on the frozen test split it
-   may lose at most ``loop.max_regression``. The result is the version's ``tuneline.gate_passed``; a version
-   that fails does not stay challenger. Lineage tags name the champion version and both dataset versions.
+   may lose at most ``loop.max_regression``. The result is the version's ``tuneline.gate_passed`` (what
+   promotion checks; the evaluate stage's gate against the base, when enabled, is kept as
+   ``tuneline.base_gate_passed``); a version that fails does not stay challenger. Lineage tags name the
+   champion version and both dataset versions.
 """
 
 from __future__ import annotations
@@ -326,6 +328,11 @@ def retrain(
         "tuneline.loop_leaked": json.dumps(leaked)[:4000],
         "tuneline.loop_warm_start": str(cfg.loop.warm_start).lower(),
     }
+    before = dict(client.get_model_version(name, version).tags or {})
+    if (
+        "tuneline.gate_passed" in before and "tuneline.base_gate_passed" not in before
+    ):  # eval.gate vs the base
+        tags["tuneline.base_gate_passed"] = before["tuneline.gate_passed"]
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
     if not gate["passed"]:  # a failed challenger does not stay challenger: the slot serves the champion
