@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from tuneline.cli import config, data, launch, models, pipeline, serve
+from tuneline.cli import config, data, launch, loop, models, pipeline, serve
 
 app = typer.Typer(
     help="Fine-tune, evaluate, register and serve models from one YAML config.",
@@ -34,6 +34,7 @@ app.command("export")(models.export_command)
 app.command()(launch.launch)
 app.command(hidden=True)(launch.node)
 app.add_typer(launch.jobs_app, name="jobs")
+app.add_typer(loop.loop_app, name="loop")
 
 
 def _quiet_libraries() -> None:

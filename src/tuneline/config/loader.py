@@ -431,7 +431,9 @@ def to_yaml(config: Config) -> str:
 
 # Sections that say where and how a trained model is deployed or launched, not what a run produces:
 # left out of the config hash, so editing them neither starts a new run nor changes a version's lineage.
-DEPLOYMENT_SECTIONS = ("serve", "launch")
+# loop (tuneline loop) operates on registered versions; a retrain's own choices (warm start, the champion,
+# both datasets) are tags on the version it registers.
+DEPLOYMENT_SECTIONS = ("serve", "launch", "loop")
 
 
 def config_hash(config: Config) -> str:

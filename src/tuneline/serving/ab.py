@@ -7,8 +7,8 @@ response id (random, not sticky).
 
 Every answered request is written to a SQLite database (a writer thread, so requests never wait on
 the disk): response id, variant, version, hashed user, status, latency, tokens. ``POST /v1/feedback``
-adds an outcome (correct / incorrect) and/or a score against a response id. ``tuneline serve report``
-compares the variants with bootstrap confidence intervals.
+adds an outcome (correct / incorrect), a score and/or a corrected label against a response id.
+``tuneline serve report`` compares the variants with bootstrap confidence intervals.
 """
 
 from __future__ import annotations
@@ -37,6 +37,23 @@ CREATE TABLE IF NOT EXISTS feedback (
   response_id TEXT, ts REAL, outcome TEXT, score REAL);
 CREATE INDEX IF NOT EXISTS feedback_response ON feedback(response_id);
 """
+
+# Columns added later (tuneline loop): added to an older database on open, so old logs stay readable.
+# prediction: the answer text; probs: JSON {label: probability} when the backend reports them; input_id:
+# the content address of the kept inputs (serve.loop.keep_inputs); label: a corrected label from feedback.
+ADDED_COLUMNS = {
+    "responses": (("prediction", "TEXT"), ("probs", "TEXT"), ("input_id", "TEXT")),
+    "feedback": (("label", "TEXT"),),
+}
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Add the columns of ADDED_COLUMNS that an older database lacks (idempotent)."""
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns:
+            if name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 def bucket(salt: str, user: str) -> float:
@@ -76,6 +93,7 @@ class Store:
         with sqlite3.connect(path) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            migrate(db)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._writer, name="tuneline-ab-store", daemon=True)
         self._thread.start()
@@ -83,10 +101,11 @@ class Store:
     def record(self, **row: Any) -> None:
         self._queue.put(("responses", row))
 
-    def feedback(self, response_id: str, outcome: str | None, score: float | None) -> None:
-        self._queue.put(
-            ("feedback", {"response_id": response_id, "ts": time.time(), "outcome": outcome, "score": score})
-        )
+    def feedback(
+        self, response_id: str, outcome: str | None, score: float | None, label: str | None = None
+    ) -> None:
+        row = {"response_id": response_id, "ts": time.time(), "outcome": outcome, "score": score}
+        self._queue.put(("feedback", row | ({"label": label} if label is not None else {})))
 
     def known(self, response_id: str) -> bool:
         self.flush()

@@ -2,7 +2,7 @@
 
     POST /v1/chat/completions   text and image_url (data URI) parts, max_tokens, temperature, stream (SSE)
     GET  /v1/models             the registered model (A/B routed) and NAME@alias for each variant
-    POST /v1/feedback           an outcome and/or score for a response id (A/B)
+    POST /v1/feedback           an outcome, score and/or corrected label for a response id (A/B, loop)
     GET  /v1/monitoring/drift   live inputs against the training profile
     GET  /health  /ready        process up; every variant loaded
     GET  /metrics               Prometheus (a key only with serve.metrics_auth)
@@ -39,6 +39,7 @@ from tuneline.serving.auth import ApiKeys
 from tuneline.serving.cache import ResponseCache
 from tuneline.serving.drift import DriftMonitor
 from tuneline.serving.engine import Variant
+from tuneline.serving.keep import InputKeeper
 from tuneline.serving.limits import DATA_URI_PATTERN, ApiError, BodyLimit
 from tuneline.serving.metrics import Metrics
 from tuneline.serving.pii_guard import PiiGuard
@@ -72,6 +73,7 @@ class Server:
         self.keys = ApiKeys(cfg.serve.auth.api_key_envs)
         state = Path(cfg.serve.state_dir)
         self.store = ab.Store(state / "ab.sqlite")
+        self.keeper = InputKeeper(state / "inputs", cfg.serve.loop) if cfg.serve.loop.keep_inputs else None
         self.cache = ResponseCache(cfg.serve.cache.max_entries, cfg.serve.cache.ttl_s)
         self.routes = Routes(list(cfg.serve.traffic))
         self.primary = next(iter(cfg.serve.traffic))
@@ -110,6 +112,8 @@ class Server:
         if self._parse_pool is not None:
             self._parse_pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
+        if self.keeper is not None:
+            self.keeper.close()
 
     async def parse(self, model: type[BaseModel], request: Request) -> Any:
         """The request's body as ``model``: inline when small, else in the helper process (parsing holds
@@ -348,12 +352,14 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
     @app.post("/v1/feedback", responses=_errors(400, *auth, 404, 413), openapi_extra=_body("Feedback"))
     async def feedback(request: Request) -> dict:
         body: Feedback = await srv.parse(Feedback, request)
-        if body.outcome is None and body.score is None:
-            raise ApiError(400, "feedback needs an outcome (correct/incorrect) or a score", param="outcome")
+        if body.outcome is None and body.score is None and body.label is None:
+            raise ApiError(
+                400, "feedback needs an outcome (correct/incorrect), a score or a label", param="outcome"
+            )
         known = await asyncio.to_thread(srv.store.known, body.response_id)
         if not known:
             raise ApiError(404, f"no response with id {body.response_id!r}", param="response_id")
-        srv.store.feedback(body.response_id, body.outcome, body.score)
+        srv.store.feedback(body.response_id, body.outcome, body.score, body.label)
         return {"ok": True}
 
     @app.get("/v1/monitoring/drift", responses=_errors(*auth))

@@ -85,6 +85,7 @@ class ChatCall:
         self.released = False
         self.key: str | None = None
         self.hit: tuple[str, Done] | None = None
+        self.prediction: str | None = None  # the answer, for the request store (never the access log)
 
     # ---------------------------------------------------------------- bookkeeping
     def finish(self, status: int, **fields: Any) -> None:
@@ -109,7 +110,15 @@ class ChatCall:
                 prompt_tokens=fields.get("prompt_tokens"),
                 completion_tokens=fields.get("completion_tokens"),
                 cached=int(bool(fields.get("cached"))),
+                prediction=self.prediction,
+                input_id=self._keep() if status == 200 else None,
             )
+
+    def _keep(self) -> str | None:
+        """serve.loop.keep_inputs: the id of this request's kept inputs (None when off)."""
+        keeper = self.srv.keeper
+        req = getattr(self, "req", None)
+        return None if keeper is None or req is None else keeper.keep(req.messages, req.images)
 
     def route_and_admit(self) -> Response | None:
         """Pick the variant and take a concurrency slot; the refusal to send back, if any."""
@@ -235,6 +244,7 @@ class ChatCall:
             self.headers.update(pii_headers)
             reason = "stop" if stopped else done.finish_reason
             self.observe(text, done, ttft)
+            self.prediction = text
             result = {
                 "id": self.rid,
                 "object": "chat.completion",
@@ -314,6 +324,7 @@ class ChatCall:
                     + "\n\n"
                 )
             self.observe(sent, done, ttft)
+            self.prediction = sent
         except GenerationError as exc:
             status = 500
             self.info["error"] = str(exc)

@@ -92,6 +92,7 @@ class Feedback(_Strict):
             "anyOf": [
                 {"required": ["outcome"], "properties": {"outcome": {"enum": ["correct", "incorrect"]}}},
                 {"required": ["score"], "properties": {"score": {"type": "number"}}},
+                {"required": ["label"], "properties": {"label": {"type": "string", "minLength": 1}}},
             ]
         }
     )
@@ -99,6 +100,9 @@ class Feedback(_Strict):
     response_id: str = Field(min_length=1, max_length=128, description="The id of a chat completion.")
     outcome: Literal["correct", "incorrect"] | None = None
     score: float | None = Field(None, allow_inf_nan=False)
+    label: str | None = Field(
+        None, min_length=1, max_length=256, description="The correct answer (a labelled correction)."
+    )
 
 
 # 400/413 error codes of schema-valid chat bodies: what JSON Schema cannot say (images counted over all

@@ -37,6 +37,7 @@ from tuneline.config.schema.launch import (
     TorchrunTarget,
     VertexTarget,
 )
+from tuneline.config.schema.loop import LoopConfig, LoopDecisionConfig, ServeLoopConfig
 from tuneline.config.schema.root import Config
 from tuneline.config.schema.run import ModelConfig, RegistryConfig, RunConfig
 from tuneline.config.schema.serve import (
@@ -91,6 +92,8 @@ __all__ = [
     "ImagesConfig",
     "JsonlSource",
     "LaunchConfig",
+    "LoopConfig",
+    "LoopDecisionConfig",
     "LoraConfig",
     "ManifestSource",
     "ModelConfig",
@@ -108,6 +111,7 @@ __all__ = [
     "ServeConfig",
     "ServeDriftConfig",
     "ServeLimitsConfig",
+    "ServeLoopConfig",
     "ServeWatchConfig",
     "SkypilotTarget",
     "SourceConfig",

@@ -12,6 +12,7 @@ from tuneline.config.schema.base import Section
 from tuneline.config.schema.data import DataConfig
 from tuneline.config.schema.evaluate import EvalConfig
 from tuneline.config.schema.launch import LaunchConfig
+from tuneline.config.schema.loop import LoopConfig
 from tuneline.config.schema.run import ModelConfig, RegistryConfig, RunConfig
 from tuneline.config.schema.serve import ServeConfig
 from tuneline.config.schema.sweep import SweepConfig
@@ -34,6 +35,9 @@ class Config(Section):
     )
     launch: LaunchConfig = Field(
         default_factory=LaunchConfig, description="Running the config as a job (tuneline launch)."
+    )
+    loop: LoopConfig = Field(
+        default_factory=LoopConfig, description="The closed loop: collect, select, label, retrain, canary."
     )
     sweep: SweepConfig | None = Field(
         None, description="Candidate models and methods compared by `tuneline sweep` (Optuna)."

@@ -11,6 +11,7 @@ from pydantic import (
 )
 
 from tuneline.config.schema.base import PATH_FIELD, Section
+from tuneline.config.schema.loop import ServeLoopConfig
 
 
 class ServeAuthConfig(Section):
@@ -158,6 +159,9 @@ class ServeConfig(Section):
     drift: ServeDriftConfig = Field(default_factory=ServeDriftConfig, description="Drift monitoring.")
     watch: ServeWatchConfig = Field(default_factory=ServeWatchConfig, description="Registry alias watching.")
     vllm: VllmConfig = Field(default_factory=VllmConfig, description="vllm backend settings.")
+    loop: ServeLoopConfig = Field(
+        default_factory=ServeLoopConfig, description="Keeping request inputs for `tuneline loop` (opt-in)."
+    )
     metrics_auth: bool = Field(
         False,
         description="GET /metrics needs an API key like /v1/ (false: Prometheus scrapes without one; keep "
