@@ -237,7 +237,7 @@ def loop_gate(
 def run_stages(cfg: Config, run: RunDir, warm: Path | None) -> None:
     from tuneline.stages import evaluate, prepare, register, train
 
-    done = set(run.summary().get("stages", []))
+    done = set(run.summary_model().stages)
     for name, module in (
         ("prepare", prepare),
         ("train", train),
@@ -309,11 +309,10 @@ def retrain(
         on_run_dir(str(run.path))
     run_stages(cfg2, run, champ.source_dir if cfg.loop.warm_start else None)
 
-    summary = run.summary()
-    reg = summary.get("registry") or {}
-    version = str(reg.get("version") or _version_of(client, name, run))
+    summary = run.summary_model()
+    version = str((summary.registry and summary.registry.version) or _version_of(client, name, run))
     gate = loop_gate(cfg2, uri, name, champ.version, version, splits["test"], held, class_labels)
-    fingerprint = (summary.get("data") or {}).get("fingerprint", "")
+    fingerprint = (summary.data and summary.data.fingerprint) or ""
     tags = {
         "tuneline.gate_passed": str(gate["passed"]).lower(),
         "tuneline.gate_against": "champion",
