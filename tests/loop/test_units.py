@@ -405,3 +405,35 @@ def test_loop_import_command_refuses_a_malformed_export_whole(tmp_path):
     result = CliRunner().invoke(app, ["loop", "import", str(config), str(export)])
     assert result.exit_code == 0 and "imported 1 labels" in result.output, result.output
     assert (round_dir / "labels.jsonl").read_text().count("\n") == 1
+
+
+def test_cluster_diversity_picks_across_clusters_when_the_most_uncertain_are_one_cluster():
+    rng = np.random.default_rng(0)
+    centres = np.eye(4) * 10.0
+    feats = np.concatenate([centres[k] + rng.normal(0, 0.1, (10, 4)) for k in range(4)])
+    scores = np.concatenate(
+        [0.9 + 0.01 * rng.random(10), *(0.1 * k + 0.01 * rng.random(10) for k in (3, 2, 1))]
+    )
+    plain = select.select_batch("margin", scores, 4, features=feats, diversity="none")
+    assert {i // 10 for i in plain} == {0}  # best first: four copies of the one uncertain cluster
+    picked = select.select_batch("margin", scores, 4, features=feats, diversity="cluster", factor=10)
+    assert sorted(i // 10 for i in picked) == [0, 1, 2, 3]  # one of each cluster
+    assert all(scores[i] == scores[(i // 10) * 10 : (i // 10) * 10 + 10].max() for i in picked)  # its best
+    assert picked == select.select_batch("margin", scores, 4, features=feats, factor=10)  # default cluster
+    # exclusion (near duplicates of training images) still holds: the best of cluster 1 is excluded
+    best1 = 10 + int(scores[10:20].argmax())
+    again = select.select_batch("margin", scores, 4, features=feats, factor=10, exclude={best1})
+    assert best1 not in again and sorted(i // 10 for i in again) == [0, 1, 2, 3]
+    # no features: plain ranking; drift and random are never clustered
+    assert select.select_batch("margin", scores, 4, features=None) == plain
+    assert select.select_batch("drift", scores, 4, features=feats) == plain
+
+
+def test_loop_diversity_config_is_strict():
+    from pydantic import ValidationError
+
+    from tuneline.config.schema.loop import LoopConfig
+
+    assert LoopConfig().diversity == "cluster"
+    with pytest.raises(ValidationError):
+        LoopConfig(diversity="kmeans")
