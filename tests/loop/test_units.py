@@ -437,3 +437,31 @@ def test_loop_diversity_config_is_strict():
     assert LoopConfig().diversity == "cluster"
     with pytest.raises(ValidationError):
         LoopConfig(diversity="kmeans")
+
+
+def test_loop_select_command_path_spreads_a_batch_over_text_statistics(tmp_path, monkeypatch):
+    from tuneline.loop import cycle
+    from tuneline.loop.collect import write_pool
+
+    cfg = _cfg(tmp_path)
+    cfg = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"state_dir": tmp_path / "loop"})})
+    monkeypatch.setattr(cycle, "class_labels", lambda cfg: ["a", "b"])
+    monkeypatch.setattr(cycle, "_train_images", lambda cfg: [])
+
+    def cand(i: int, text: str, p: float) -> Candidate:
+        return Candidate(
+            f"r{i}", 1.0, "champion", "1", "a", f"in{i}", [], [text], probs={"champion": {"a": p, "b": 1 - p}}
+        )
+
+    short = [cand(i, f"q{i}", 0.5 + 0.001 * i) for i in range(6)]  # the six most uncertain: one kind
+    long = [cand(10 + i, " ".join(["word"] * (40 + i)), 0.8 + 0.01 * i) for i in range(6)]
+    st = cycle.state_of(cfg)
+    st.round_dir.mkdir(parents=True, exist_ok=True)
+    write_pool(st.round_dir / "pool.jsonl", short + long)
+    picked = lambda: [json.loads(x)["response_id"] for x in open(st.round_dir / "tasks.jsonl")]  # noqa: E731
+    cycle.do_select(
+        cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"diversity": "none"})}), st, 2, "margin"
+    )
+    assert picked() == ["r0", "r1"]
+    cycle.do_select(cfg, st, 2, "margin")  # default: cluster
+    assert picked()[0] == "r0" and picked()[1] == "r10"  # the best of each kind
