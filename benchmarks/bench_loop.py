@@ -73,7 +73,7 @@ def fit(x, y, seed: int, warm=None):
     return model
 
 
-def run_seed(seed: int, budgets: list[int], folder: Path) -> dict:
+def run_seed(seed: int, budgets: list[int], folder: Path, diversities: list[str]) -> dict:
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
@@ -108,15 +108,26 @@ def run_seed(seed: int, budgets: list[int], folder: Path) -> dict:
             reference=x[a_train],
             seed=seed,
         )
-        for budget in budgets:
-            picked = select.rank(scores, budget, exclude=of_train, pairs=pairs)
-            xs = np.concatenate([x[a_train], xb_pool[picked]])
-            ys = np.concatenate([y[a_train], y[b_pool][picked]])  # the labeller answers from the truth
-            model = fit(xs, ys, seed, warm=champion)
-            out[(strategy, budget)] = {
-                "B": acc(model, xb_test, y[b_test]),
-                "A": acc(model, x[a_test], y[a_test]),
-            }
+        for diversity in diversities if strategy in select.DIVERSE_STRATEGIES else ("none",):
+            name = strategy if diversity == "none" else f"{strategy}+{diversity}"
+            for budget in budgets:
+                picked = select.select_batch(
+                    strategy,
+                    scores,
+                    budget,
+                    features=xb_pool,  # the pixels: what the classifier sees
+                    diversity=diversity,
+                    exclude=of_train,
+                    pairs=pairs,
+                    seed=seed,
+                )
+                xs = np.concatenate([x[a_train], xb_pool[picked]])
+                ys = np.concatenate([y[a_train], y[b_pool][picked]])  # the labeller answers from the truth
+                model = fit(xs, ys, seed, warm=champion)
+                out[(name, budget)] = {
+                    "B": acc(model, xb_test, y[b_test]),
+                    "A": acc(model, x[a_test], y[a_test]),
+                }
     return out
 
 
@@ -125,10 +136,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--budgets", type=int, nargs="+", default=[30, 60, 120])
     ap.add_argument("--max-regression", type=float, default=0.02)
+    ap.add_argument(
+        "--diversity",
+        nargs="+",
+        default=["none", "cluster"],
+        choices=["none", "cluster"],
+        help="loop.diversity settings to compare for the uncertainty-type strategies (rows name+cluster)",
+    )
     args = ap.parse_args()
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [run_seed(s, args.budgets, Path(tmp)) for s in range(args.seeds)]
+        runs = [run_seed(s, args.budgets, Path(tmp), args.diversity) for s in range(args.seeds)]
 
     def ms(values) -> str:
         v = np.asarray(values)
@@ -142,28 +160,35 @@ def main() -> None:
     excl = [r["excluded_as_training_duplicates"] for r in runs]
     print(f"pool requests skipped as near duplicates of training images: {ms(excl)} of 500\n")
     print(
-        f"{'strategy':<13} {'budget':>6}  {'accuracy on B':>15}  {'A frozen test':>15}  "
+        f"{'strategy':<20} {'budget':>6}  {'accuracy on B':>15}  {'A frozen test':>15}  "
         f"{'A within max_reg':>16}"
     )
     print(
-        f"{'champion':<13} {'-':>6}  {ms([r['champion']['B'] for r in runs]):>15}  {ms(champ_a):>15}  "
+        f"{'champion':<20} {'-':>6}  {ms([r['champion']['B'] for r in runs]):>15}  {ms(champ_a):>15}  "
         f"{'-':>16}"
     )
     table: dict[tuple[str, int], list[float]] = {}
+    names = [
+        s if d == "none" else f"{s}+{d}"
+        for s in STRATEGIES
+        for d in (args.diversity if s in select.DIVERSE_STRATEGIES else ["none"])
+    ]
     for budget in args.budgets:
-        for strategy in STRATEGIES:
+        for strategy in names:
             b = [r[(strategy, budget)]["B"] for r in runs]
             a = [r[(strategy, budget)]["A"] for r in runs]
             ok = sum(ai >= ca - args.max_regression for ai, ca in zip(a, champ_a, strict=True))
             table[(strategy, budget)] = b
-            print(f"{strategy:<13} {budget:>6}  {ms(b):>15}  {ms(a):>15}  {f'{ok}/{len(runs)} seeds':>16}")
+            print(f"{strategy:<20} {budget:>6}  {ms(b):>15}  {ms(a):>15}  {f'{ok}/{len(runs)} seeds':>16}")
         print()
     for budget in args.budgets:
         rnd = np.mean(table[("random", budget)])
-        best = max(("uncertainty", "margin"), key=lambda s: np.mean(table[(s, budget)]))
-        gain = np.mean(table[(best, budget)]) - rnd
-        verdict = "beats" if gain > 0 else "does NOT beat"
-        print(f"budget {budget}: {best} {verdict} random on B by {gain:+.3f}")
+        for d in args.diversity:
+            cands = [s if d == "none" else f"{s}+{d}" for s in ("uncertainty", "margin")]
+            best = max(cands, key=lambda s: np.mean(table[(s, budget)]))
+            gain = np.mean(table[(best, budget)]) - rnd
+            verdict = "beats" if gain > 0 else "does NOT beat"
+            print(f"budget {budget}: {best} {verdict} random on B by {gain:+.3f}")
     print(f"\n{time.time() - started:.0f} s")
 
 

@@ -405,3 +405,63 @@ def test_loop_import_command_refuses_a_malformed_export_whole(tmp_path):
     result = CliRunner().invoke(app, ["loop", "import", str(config), str(export)])
     assert result.exit_code == 0 and "imported 1 labels" in result.output, result.output
     assert (round_dir / "labels.jsonl").read_text().count("\n") == 1
+
+
+def test_cluster_diversity_picks_across_clusters_when_the_most_uncertain_are_one_cluster():
+    rng = np.random.default_rng(0)
+    centres = np.eye(4) * 10.0
+    feats = np.concatenate([centres[k] + rng.normal(0, 0.1, (10, 4)) for k in range(4)])
+    scores = np.concatenate(
+        [0.9 + 0.01 * rng.random(10), *(0.1 * k + 0.01 * rng.random(10) for k in (3, 2, 1))]
+    )
+    plain = select.select_batch("margin", scores, 4, features=feats, diversity="none")
+    assert {i // 10 for i in plain} == {0}  # best first: four copies of the one uncertain cluster
+    picked = select.select_batch("margin", scores, 4, features=feats, diversity="cluster", factor=10)
+    assert sorted(i // 10 for i in picked) == [0, 1, 2, 3]  # one of each cluster
+    assert all(scores[i] == scores[(i // 10) * 10 : (i // 10) * 10 + 10].max() for i in picked)  # its best
+    assert picked == select.select_batch("margin", scores, 4, features=feats, factor=10)  # default cluster
+    # exclusion (near duplicates of training images) still holds: the best of cluster 1 is excluded
+    best1 = 10 + int(scores[10:20].argmax())
+    again = select.select_batch("margin", scores, 4, features=feats, factor=10, exclude={best1})
+    assert best1 not in again and sorted(i // 10 for i in again) == [0, 1, 2, 3]
+    # no features: plain ranking; drift and random are never clustered
+    assert select.select_batch("margin", scores, 4, features=None) == plain
+    assert select.select_batch("drift", scores, 4, features=feats) == plain
+
+
+def test_loop_diversity_config_is_strict():
+    from pydantic import ValidationError
+
+    from tuneline.config.schema.loop import LoopConfig
+
+    assert LoopConfig().diversity == "cluster"
+    with pytest.raises(ValidationError):
+        LoopConfig(diversity="kmeans")
+
+
+def test_loop_select_command_path_spreads_a_batch_over_text_statistics(tmp_path, monkeypatch):
+    from tuneline.loop import cycle
+    from tuneline.loop.collect import write_pool
+
+    cfg = _cfg(tmp_path)
+    cfg = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"state_dir": tmp_path / "loop"})})
+    monkeypatch.setattr(cycle, "class_labels", lambda cfg: ["a", "b"])
+    monkeypatch.setattr(cycle, "_train_images", lambda cfg: [])
+
+    def cand(i: int, text: str, p: float) -> Candidate:
+        return Candidate(
+            f"r{i}", 1.0, "champion", "1", "a", f"in{i}", [], [text], probs={"champion": {"a": p, "b": 1 - p}}
+        )
+
+    short = [cand(i, f"q{i}", 0.5 + 0.001 * i) for i in range(6)]  # the six most uncertain: one kind
+    long = [cand(10 + i, " ".join(["word"] * (40 + i)), 0.8 + 0.01 * i) for i in range(6)]
+    st = cycle.state_of(cfg)
+    st.round_dir.mkdir(parents=True, exist_ok=True)
+    write_pool(st.round_dir / "pool.jsonl", short + long)
+    picked = lambda: [json.loads(x)["response_id"] for x in open(st.round_dir / "tasks.jsonl")]  # noqa: E731
+    cycle.do_select(
+        cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"diversity": "none"})}), st, 2, "margin"
+    )
+    assert picked() == ["r0", "r1"]
+    cycle.do_select(cfg, st, 2, "margin")  # default: cluster
+    assert picked()[0] == "r0" and picked()[1] == "r10"  # the best of each kind

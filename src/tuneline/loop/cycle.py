@@ -121,13 +121,18 @@ def do_select(cfg: Config, st: LoopState, budget: int | None = None, strategy: s
             ]
         )
     train_imgs = _train_images(cfg)
-    if n and strategy == "drift":
-        if all(c.images for c in todo) and train_imgs:
+    diverse = cfg.loop.diversity == "cluster" and strategy in select_mod.DIVERSE_STRATEGIES
+    if n and (strategy == "drift" or diverse):
+        if all(c.images for c in todo) and (train_imgs or strategy != "drift"):
             features = np.array([_image_feats(c.images[0]) for c in todo])
-            reference = np.array([_image_feats(p) for p in train_imgs[:500]])
-        else:  # text: the drift monitor's text statistics
+            if strategy == "drift":
+                reference = np.array([_image_feats(p) for p in train_imgs[:500]])
+        elif strategy == "drift" or not any(c.images for c in todo):  # text: the monitor's text stats
             features = np.array([list(text_features(" ".join(c.texts)).values()) for c in todo])
-            reference = np.array([list(text_features(t).values()) for t in _train_texts(cfg)[:500]])
+            if strategy == "drift":
+                reference = np.array([list(text_features(t).values()) for t in _train_texts(cfg)[:500]])
+        if diverse and probs is not None:  # diversity also across what the champion predicts
+            features = probs if features is None else np.hstack([features, probs])
     picked: list[int] = []
     if n:
         scores = select_mod.strategy_scores(
@@ -153,7 +158,17 @@ def do_select(cfg: Config, st: LoopState, budget: int | None = None, strategy: s
                 if key in seen:
                     pairs.append((seen[key], i))
                 seen.setdefault(key, i)
-        picked = select_mod.rank(scores, budget, exclude=exclude, pairs=pairs)
+        picked = select_mod.select_batch(
+            strategy,
+            scores,
+            budget,
+            features=features,
+            diversity=cfg.loop.diversity,
+            factor=cfg.loop.diversity_factor,
+            exclude=exclude,
+            pairs=pairs,
+            seed=cfg.run.seed + st.round,
+        )
     chosen = [todo[i] for i in picked]
     files = labels_mod.export_tasks(st.round_dir, chosen, labels, inputs_root(cfg))
     result = {

@@ -17,16 +17,26 @@ Then candidates are taken best first, skipping any that is a near duplicate (the
 data validation, data/neardup.py, same thresholds) of one already taken or of a training record, so the
 budget is not spent on ten copies of one photo or on what the model was trained on. Candidates that
 already carry a corrected label from ``/v1/feedback`` need no human and are not selected.
+
+Batch diversity (``loop.diversity: cluster``, the default, for uncertainty, margin, entropy and
+disagreement): one batch taken purely best-first is redundant (many uncertain copies of one confusion), so,
+as in cluster-margin / diverse mini-batch active learning (Zhdanov 2019), the ``loop.diversity_factor`` x
+budget best-scored candidates (de-duplicated as above) are split by k-means (seeded) into ``budget``
+clusters on the candidates' features and the best-scored of each cluster is taken. Without features it
+falls back to plain best-first ranking (and says so).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 
-from tuneline.config.schema.loop import STRATEGIES
+from tuneline.config.schema.loop import DIVERSE_STRATEGIES, STRATEGIES
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- scores (arrays in, arrays out)
@@ -149,3 +159,61 @@ def rank(
         taken.append(i)
         blocked |= linked.get(i, set())
     return taken
+
+
+def diverse_rank(
+    scores: np.ndarray,
+    budget: int,
+    features: np.ndarray | None,
+    *,
+    exclude: set[int] = frozenset(),  # type: ignore[assignment]
+    pairs: Sequence[tuple[int, int]] = (),
+    factor: int = 5,
+    seed: int = 0,
+) -> list[int]:
+    """Like :func:`rank`, but spread over the feature space: the best-scored of each of ``budget`` k-means
+    clusters of the ``factor * budget`` best-scored candidates (no near duplicates, none in ``exclude``).
+
+    Without ``features`` (or with fewer candidates than the budget) it is :func:`rank`; best first."""
+    if features is None or len(features) != len(scores):
+        log.warning(
+            "batch diversity needs per-candidate features and there are none: plain best-first ranking"
+        )
+        return rank(scores, budget, exclude=exclude, pairs=pairs)
+    top = rank(scores, max(budget, factor * budget), exclude=exclude, pairs=pairs)
+    if len(top) <= budget:
+        return top
+    import warnings
+
+    from sklearn.cluster import KMeans
+
+    x = np.asarray(features, dtype=np.float64)[top]
+    x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
+    with warnings.catch_warnings():  # identical points give fewer distinct clusters: filled below
+        warnings.simplefilter("ignore")
+        labels = KMeans(n_clusters=budget, n_init=3, random_state=seed).fit_predict(x)
+    best: dict[int, int] = {}
+    for i, lab in zip(top, labels, strict=True):  # ``top`` is best first: the first of each cluster wins
+        best.setdefault(int(lab), i)
+    taken = set(best.values())
+    picked = [i for i in top if i in taken]
+    picked += [i for i in top if i not in taken][: budget - len(picked)]
+    return sorted(picked, key=lambda i: (-scores[i], top.index(i)))
+
+
+def select_batch(
+    strategy: str,
+    scores: np.ndarray,
+    budget: int,
+    *,
+    features: np.ndarray | None = None,
+    diversity: str = "cluster",
+    factor: int = 5,
+    exclude: set[int] = frozenset(),  # type: ignore[assignment]
+    pairs: Sequence[tuple[int, int]] = (),
+    seed: int = 0,
+) -> list[int]:
+    """The batch ``loop select`` takes: diverse for the uncertainty-type strategies, else best first."""
+    if diversity == "cluster" and strategy in DIVERSE_STRATEGIES:
+        return diverse_rank(scores, budget, features, exclude=exclude, pairs=pairs, factor=factor, seed=seed)
+    return rank(scores, budget, exclude=exclude, pairs=pairs)

@@ -14,6 +14,7 @@ from tuneline.config.schema.base import PATH_FIELD, Section
 
 STRATEGIES = ("uncertainty", "margin", "entropy", "disagreement", "drift", "random")
 Strategy = Literal["uncertainty", "margin", "entropy", "disagreement", "drift", "random"]
+DIVERSE_STRATEGIES = ("uncertainty", "margin", "entropy", "disagreement")
 
 
 class ServeLoopConfig(Section):
@@ -69,6 +70,16 @@ class LoopConfig(Section):
         "(farthest from the training profile) or random.",
     )
     budget: int = Field(100, ge=1, description="Requests selected for labelling per round.")
+    diversity: Literal["cluster", "none"] = Field(
+        "cluster",
+        description="Batch diversity for uncertainty, margin, entropy and disagreement: cluster (k-means, "
+        "seeded, the diversity_factor x budget best-scored candidates into budget clusters on the "
+        "candidates' image or text statistics; the best-scored of each is taken, so one batch is not spent "
+        "on copies of one confusion) or none (plain best first). Without features: best first.",
+    )
+    diversity_factor: int = Field(
+        5, ge=1, le=50, description="loop.diversity: cluster clusters this many x budget best candidates."
+    )
     min_labels: int = Field(
         10, ge=1, description="`loop run` retrains only when at least this many new labels are present."
     )
