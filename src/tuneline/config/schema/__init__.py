@@ -40,10 +40,15 @@ from tuneline.config.schema.launch import (
 from tuneline.config.schema.root import Config
 from tuneline.config.schema.run import ModelConfig, RegistryConfig, RunConfig
 from tuneline.config.schema.serve import (
+    CascadeTargetConfig,
+    RemoteFallbackConfig,
     ServeAuthConfig,
     ServeBatchingConfig,
+    ServeBudgetConfig,
     ServeCacheConfig,
+    ServeCascadeConfig,
     ServeConfig,
+    ServeCostsConfig,
     ServeDriftConfig,
     ServeLimitsConfig,
     ServeWatchConfig,
@@ -102,7 +107,12 @@ __all__ = [
     "SWEEP_COSTS",
     "SWEEP_OVERRIDABLE",
     "Section",
+    "CascadeTargetConfig",
+    "RemoteFallbackConfig",
     "ServeAuthConfig",
+    "ServeBudgetConfig",
+    "ServeCascadeConfig",
+    "ServeCostsConfig",
     "ServeBatchingConfig",
     "ServeCacheConfig",
     "ServeConfig",
