@@ -88,11 +88,13 @@ def _report(cfg, as_json: bool, since_hours: float | None) -> None:
     import time
 
     from tuneline.serving.ab import report
+    from tuneline.serving.costs import report as costs_report
 
     since = time.time() - since_hours * 3600 if since_hours else None
     result = report(
         Path(cfg.serve.state_dir) / "ab.sqlite", since=since, baseline=next(iter(cfg.serve.traffic))
     )
+    result["costs"] = costs_report(Path(cfg.serve.state_dir) / "ab.sqlite", since=since)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
@@ -133,6 +135,21 @@ def _report(cfg, as_json: bool, since_hours: float | None) -> None:
             for lo, hi in [ci]
         )
         out.print(f"{name}: {shown or 'not enough data'}  (* the CI excludes 0)")
+    if result["costs"]:
+        _print_costs(result["costs"], cfg.serve.costs.currency)
+
+
+def _print_costs(costs: dict, currency: str) -> None:
+    table = Table(title=f"Cost and routing ({currency})", header_style="bold")
+    for col in ("variant", "requests", "cost / 1,000", "to fallback", "degraded", "accuracy by route"):
+        table.add_column(col, justify="left" if col in ("variant", "accuracy by route") else "right")
+    for name, c in costs.items():
+        share = "-" if c["share_fallback"] is None else f"{c['share_fallback']:.1%}"
+        acc = ", ".join(f"{r} {a['accuracy']:.3f} (n={a['n']})" for r, a in c["accuracy_by_route"].items())
+        table.add_row(
+            name, str(c["requests"]), f"{c['cost_per_1k']:.4g}", share, str(c["degraded"]), acc or "-"
+        )
+    out.print(table)
 
 
 @monitor_app.command("drift")

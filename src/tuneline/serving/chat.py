@@ -60,6 +60,8 @@ async def handle(srv: Server, request: Request, x_user_id: str | None) -> Respon
         call.release()
         raise
     call.lookup()
+    if call.cascaded and srv.cascade is not None:
+        return await srv.cascade.answer(call)
     if not call.body.stream:
         return await call.complete()
     return StreamingResponse(call.events(), media_type="text/event-stream", headers=call.headers)
@@ -85,6 +87,7 @@ class ChatCall:
         self.released = False
         self.key: str | None = None
         self.hit: tuple[str, Done] | None = None
+        self.cascaded = srv.cascade is not None and body.model == srv.model_name  # serve.cascade
 
     # ---------------------------------------------------------------- bookkeeping
     def finish(self, status: int, **fields: Any) -> None:
@@ -96,6 +99,7 @@ class ChatCall:
             srv.metrics.e2e.labels(alias).observe(latency)
         info.update(fields, status=status, latency_ms=round(latency * 1000, 2))
         access.info(json.dumps({"event": "chat", "variant": alias, "version": self.version, **info}))
+        srv.costs.finished(self, status, latency, fields)
         if alias is not None:
             srv.store.record(
                 id=self.rid,
@@ -258,6 +262,7 @@ class ChatCall:
                 completion_tokens=done.completion_tokens,
                 cached=hit is not None,
                 finish_reason=reason,
+                batch_size=done.batch_size,
             )
             return JSONResponse(result, headers=self.headers)
         except ApiError as exc:  # serve.pii: block
@@ -334,6 +339,7 @@ class ChatCall:
                 prompt_tokens=done.prompt_tokens if done else None,
                 completion_tokens=done.completion_tokens if done else None,
                 cached=hit is not None,
+                batch_size=done.batch_size if done else 1,
                 **({"pii": sorted(scan.kinds)} if scan.kinds else {}),
             )
         yield "data: [DONE]\n\n"
