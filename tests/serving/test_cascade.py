@@ -278,3 +278,36 @@ def test_a_local_registered_fallback_and_the_daily_budget(registry, tmp_path):
         assert r.headers["x-tuneline-route"] == "small" and r.headers["x-tuneline-degraded"] == "budget"
         assert r.headers["x-tuneline-threshold"] == "none"
         assert "tuneline:cascade_threshold -1.0" in client.get("/metrics").text
+
+
+def test_calibrate_scores_val_with_both_registered_models_and_auto_serves_its_threshold(registry, tmp_path):
+    """The stage behind `tuneline serve calibrate` on real registered versions (evaluation's label scorer),
+    then a server with threshold: auto uses what it chose."""
+    from tuneline.stages import calibrate
+
+    cfg = serve_config(
+        tmp_path,
+        registry,
+        {
+            "drift": {"enabled": False},
+            "cascade": {
+                "small": f"{registry.name}@champion",
+                "fallback": f"{registry.name}@challenger",
+                "threshold": "auto",
+                "labels": LABELS,
+                "calibration": "temperature",
+                "target": {"max_cost_per_1k": 1e9},  # no cap that binds: the most accurate threshold
+            },
+            "costs": {"price_per_hour": 3.6},
+        },
+    )
+    val = [r for r in registry.records if r.target in LABELS][:12]
+    result = calibrate.run(cfg, records=val, tracking_uri=registry.uri)
+    assert result["n"] == len(val) and result["met"]
+    best = max(p["accuracy"] for p in result["points"])
+    assert result["chosen"]["accuracy"] == pytest.approx(best)
+    assert result["small"]["cost_per_1k"] > 0 and result["ece_after"] is not None
+    assert (tmp_path / "state" / "cascade" / "curve.svg").is_file()
+    with running_server(cfg) as running:
+        assert running.server.cascade.threshold == pytest.approx(result["threshold"])
+        assert running.server.cascade.temperature == pytest.approx(result["temperature"])
