@@ -266,6 +266,7 @@ class Cascade:
     async def answer(self, call: ChatCall) -> Response:
         """The endpoint's answer for a cascade request (whole, or streamed once decided)."""
         call.cascaded = True
+        call.created = int(time.time())
         srv = call.srv
         key = f"{call.key}|cascade|{self.threshold}" if call.key else None
         cached = srv.cache.get(key) if key else None

@@ -59,9 +59,9 @@ async def handle(srv: Server, request: Request, x_user_id: str | None) -> Respon
     except BaseException:
         call.release()
         raise
-    call.lookup()
-    if call.cascaded and srv.cascade is not None:
+    if call.cascaded and srv.cascade is not None:  # serve.cascade: its own cache entries
         return await srv.cascade.answer(call)
+    call.lookup()
     if not call.body.stream:
         return await call.complete()
     return StreamingResponse(call.events(), media_type="text/event-stream", headers=call.headers)
