@@ -73,14 +73,13 @@ def stand_in():
         thread.join(timeout=10)
 
 
+def _body(model: str, prompt: str, **extra) -> dict:
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 2}
+    return {**body, "temperature": 0, **extra}
+
+
 def _ask(client: httpx.Client, model: str, prompt: str, **extra) -> httpx.Response:
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": 2,
-        "temperature": 0,
-    }
-    return client.post("/v1/chat/completions", json={**body, **extra})
+    return client.post("/v1/chat/completions", json=_body(model, prompt, **extra))
 
 
 def _metric(text: str, name: str, **labels) -> float:
@@ -153,6 +152,19 @@ def test_confident_requests_stay_small_unsure_ones_go_to_the_fallback(remote, re
             if route == "fallback":
                 assert r.json()["choices"][0]["message"]["content"] == "blue"
                 assert float(r.headers["x-tuneline-cost"]) >= 0.1 + 0.02  # 100 in x 1/1k + 10 out x 2/1k
+        # streaming: routed before the first event; the fallback's answer streams (here from the response
+        # cache: the same deterministic request), usage and route at the end
+        unsure = PROMPTS[routes.index("fallback")]
+        stream = {"stream": True, "stream_options": {"include_usage": True}}
+        with client.stream("POST", "/v1/chat/completions", json=_body(registry.name, unsure, **stream)) as s:
+            assert s.status_code == 200 and s.headers["x-tuneline-route"] == "fallback"
+            events = [json.loads(x[6:]) for x in s.iter_lines() if x.startswith("data: {")]
+        assert (
+            "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]) == "blue"
+        )
+        last = events[-1]
+        assert last["usage"]["completion_tokens"] == 10 and last["tuneline"]["route"] == "fallback"
+        assert last["tuneline"]["cached"] is True and last["tuneline"]["cost"] == 0
         # a pinned alias skips the cascade
         pinned = _ask(client, f"{registry.name}@champion", PROMPTS[0])
         assert pinned.status_code == 200 and "x-tuneline-route" not in pinned.headers
@@ -160,13 +172,12 @@ def test_confident_requests_stay_small_unsure_ones_go_to_the_fallback(remote, re
         for r in second:
             client.post("/v1/feedback", json={"response_id": r.json()["id"], "outcome": "correct"})
         metrics = client.get("/metrics").text
-    assert _metric(metrics, "tuneline:cascade_routes_total", route="fallback") == routes.count("fallback")
+    n_fallback = routes.count("fallback")  # the streamed one came from the cache
+    assert _metric(metrics, "tuneline:cascade_routes_total", route="fallback") == n_fallback
     assert _metric(metrics, "tuneline:cascade_routes_total", route="small") == len(PROMPTS) + routes.count(
         "small"
     )
-    assert _metric(metrics, "tuneline:cost_total", variant="remote:big") == pytest.approx(
-        routes.count("fallback") * 0.12
-    )
+    assert _metric(metrics, "tuneline:cost_total", variant="remote:big") == pytest.approx(n_fallback * 0.12)
     assert _metric(metrics, "tuneline:cost_total", variant="champion") > 0
     running.server.store.flush()
     from typer.testing import CliRunner
@@ -177,7 +188,7 @@ def test_confident_requests_stay_small_unsure_ones_go_to_the_fallback(remote, re
     assert result.exit_code == 0, result.output
     costs = json.loads(result.output)["costs"]["champion"]
     assert costs["cascade_requests"] == 2 * len(PROMPTS)
-    assert costs["share_fallback"] == pytest.approx(routes.count("fallback") / (2 * len(PROMPTS)))
+    assert costs["share_fallback"] == pytest.approx(n_fallback / (2 * len(PROMPTS)))
     assert costs["cost_per_1k"] > 0
     assert costs["accuracy_by_route"]["fallback"]["n"] == routes.count("fallback")
     table = CliRunner().invoke(app, ["serve", "report", str(folder / "serve.yaml")])
