@@ -121,6 +121,13 @@ class Cascade:
         self.temperature = (
             float(curve.get("temperature") or 1.0) if curve and c.calibration != "none" else 1.0
         )
+        if curve and self.labels and curve.get("labels") and list(curve["labels"]) != self.labels:
+            log.warning(
+                "the cascade curve %s was calibrated for labels %s, not %s: run `tuneline serve calibrate`",
+                curve_path(serve),
+                curve["labels"],
+                self.labels,
+            )
         if c.threshold == "auto":
             if curve is None or curve.get("threshold") is None:
                 raise ConfigError(

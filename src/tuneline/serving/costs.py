@@ -119,6 +119,9 @@ class CostTracker:
             registry=r,
         )
         self.budget_limit.set(b.per_day or 0.0)
+        # read at scrape time, so a new UTC day shows without waiting for the next request
+        self.spend_today.set_function(self.budget.today)
+        self.exceeded.set_function(lambda: 1.0 if self.budget.exceeded else 0.0)
 
     def local(self, busy_s: float) -> float:
         return local_cost(busy_s, self.prices.price_per_hour, self.prices.count)
@@ -131,8 +134,6 @@ class CostTracker:
     def spend(self, variant: str, cost: float) -> None:
         self.metrics.cost.labels(variant).inc(cost)
         self.budget.add(cost)
-        self.spend_today.set(self.budget.today())
-        self.exceeded.set(1 if self.budget.exceeded else 0)
 
     def log(self, response_id: str, variant: str, route: str, small: float, fallback: float, **extra) -> None:
         if self.store is None:
