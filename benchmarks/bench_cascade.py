@@ -1,10 +1,12 @@
 """Hybrid serving on digits: small-only vs fallback-only vs the cascade at the calibrated threshold.
 
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_cascade.py [--n 400] [--steps 150]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_cascade.py [--n 1797] [--steps 300]
 
-1. ``tuneline data synth digits`` (scikit-learn's real 8x8 scans); two sizes of the same family
-   (``tiny:gemma3@s`` and ``@m``) tuned by ``tuneline run`` on the same records and split, both
-   registered as versions of ``digits`` with the aliases ``small`` and ``large``.
+1. ``tuneline data synth digits`` (scikit-learn's real 8x8 scans, all 1,797 by default; split 60/20/20,
+   so val and test hold ~360 records each); two sizes of the same family (``tiny:gemma3@s`` and
+   ``@big``, 0.08M vs 31M language-model parameters: a fallback whose compute outweighs the fixed
+   per-request work, several times the small one's measured cost) tuned by ``tuneline run`` on the same
+   records and split, both registered as versions of ``digits`` with the aliases ``small`` and ``large``.
 2. The large one is served by its own ``tuneline serve`` process on loopback: the OpenAI-compatible
    fallback. Its price per 1,000 tokens is what it costs here: its own busy-time cost
    (``tuneline:cost_total``, at ``--price-per-hour``) per token over a warm-up on val records.
@@ -13,7 +15,8 @@
    val accuracy is within ``--margin`` of the fallback's.
 4. A second ``tuneline serve`` process runs the cascade (``threshold: auto``). On the test split, through
    HTTP: small-only (``digits@small``, pinned: no cascade), fallback-only (the large server directly) and
-   the cascade (``digits``); accuracy, cost per 1,000 requests, p50/p95 latency and the share routed.
+   the cascade (``digits``); accuracy, cost per 1,000 requests, p50/p95 latency and the share routed,
+   and a paired bootstrap CI (tuneline.stats) of the cascade's accuracy minus the fallback's.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ run: {{name: {name}, seed: 0, output_dir: "{work}/runs"}}
 model: {{base: "{base}"}}
 data:
   sources: [{{type: jsonl, path: "{data}"}}]
-  split: {{strategy: stratified, train: 0.6, val: 0.15, test: 0.25}}
+  split: {{strategy: stratified, train: 0.6, val: 0.2, test: 0.2}}
   max_seq_length: 64
 train:
   lora: {{r: 16, alpha: 32}}
@@ -47,7 +50,8 @@ train:
   max_steps: {steps}
   logging_steps: 50
   save_steps: 100000
-eval: {{task: classification, max_new_tokens: 3, batch_size: 64, gate: {{enabled: false}}}}
+eval: {{task: classification, max_new_tokens: 3, batch_size: 64, compare_base: false, max_samples: 100,
+  gate: {{enabled: false}}}}
 registry: {{tracking_uri: "sqlite:///{work}/mlflow.db", model_name: digits}}
 serve:
   port: {port}
@@ -161,10 +165,11 @@ def measure(client: httpx.Client, url: str, records, model: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=400, help="digits records")
-    ap.add_argument("--steps", type=int, default=150, help="training steps of each model")
+    ap.add_argument("--n", type=int, default=1797, help="digits records (1,797: all of them)")
+    ap.add_argument("--steps", type=int, default=300, help="training steps of the small model")
+    ap.add_argument("--large-steps", type=int, default=150, help="training steps of the fallback")
     ap.add_argument("--small", default="tiny:gemma3@s")
-    ap.add_argument("--large", default="tiny:gemma3@m")
+    ap.add_argument("--large", default="tiny:gemma3@big")
     ap.add_argument("--price-per-hour", type=float, default=2.0, help="accelerator-hour price (both models)")
     ap.add_argument("--margin", type=float, default=0.02, help="target: fallback val accuracy - margin")
     ap.add_argument("--work", type=Path, default=None)
@@ -180,18 +185,20 @@ def main() -> None:
     tuneline("data", "synth", "digits", str(work / "digits"), "--n", str(args.n))
     data = work / "digits" / "data.jsonl"
     p_large, p_cascade = free_port(), free_port()
-    common = {"work": work, "data": data, "steps": args.steps, "price": args.price_per_hour}
+    common = {"work": work, "data": data, "price": args.price_per_hour}
     configs = {}
-    for alias, base, port in (("small", args.small, p_cascade), ("large", args.large, p_large)):
+    plan = (
+        ("small", args.small, p_cascade, args.steps),
+        ("large", args.large, p_large, args.large_steps),
+    )
+    for alias, base, port, steps in plan:
         configs[alias] = write(
             work / f"{alias}.yaml", name=alias, base=base, port=port, alias=alias, token_price=0.0,
-            cascade="", **common,
+            cascade="", steps=steps, **common,
         )  # fmt: skip
         t = time.perf_counter()
         tuneline("run", str(configs[alias]))
-        print(
-            f"trained and registered {alias} ({base}, {args.steps} steps) in {time.perf_counter() - t:.0f} s"
-        )
+        print(f"trained and registered {alias} ({base}, {steps} steps) in {time.perf_counter() - t:.0f} s")
     from tuneline.data.records import read_records
     from tuneline.registry import store
 
@@ -231,7 +238,8 @@ def main() -> None:
         cascade_cfg = work / "cascade.yaml"
         write(
             cascade_cfg, name="small", base=args.small, port=p_cascade, alias="small",
-            token_price=token_price, cascade=CASCADE.format(fallback_port=p_large, target=0.5), **common,
+            token_price=token_price, cascade=CASCADE.format(fallback_port=p_large, target=0.5),
+            steps=args.steps, **common,
         )  # fmt: skip
         cfg = load_config(cascade_cfg, [])
         labels = list(cfg.serve.cascade.labels)
@@ -242,7 +250,8 @@ def main() -> None:
         target = round(max(float(fallback_val.correct.mean()) - args.margin, 0.0), 4)
         write(
             cascade_cfg, name="small", base=args.small, port=p_cascade, alias="small",
-            token_price=token_price, cascade=CASCADE.format(fallback_port=p_large, target=target), **common,
+            token_price=token_price, cascade=CASCADE.format(fallback_port=p_large, target=target),
+            steps=args.steps, **common,
         )  # fmt: skip
         cfg = load_config(cascade_cfg, [])
         cal = calibrate.choose_and_write(cfg, small_val, fallback_val, labels, y)
@@ -279,8 +288,14 @@ def main() -> None:
         ("fallback only (large server)", fb, fb_cost, 1.0),
         (f"cascade @ {cal['threshold']:.3f}", cas, cas_cost, float(np.mean(cas["routed"]))),
     ]
+    from tuneline.stats import paired_bootstrap
+
+    diff = paired_bootstrap(
+        lambda _y, c: float(np.mean(c)), np.ones(len(test)), fb["correct"], cas["correct"], n_resamples=2000
+    )
     print(
-        f"\ndigits test split: {len(test)} records, {args.small} vs {args.large}, {args.steps} steps each; "
+        f"\ndigits test split: {len(test)} records ({len(val)} val), {args.small} ({args.steps} steps) vs "
+        f"{args.large} ({args.large_steps} steps); "
         f"prices: {args.price_per_hour}/accelerator-hour, fallback {token_price:.3g}/1k tokens"
     )
     print(f"{'route':<30} {'accuracy':>8} {'cost/1,000':>11} {'to fallback':>11} {'p50 ms':>8} {'p95 ms':>8}")
@@ -290,13 +305,19 @@ def main() -> None:
         print(f"{name:<30} {acc:>8.3f} {cost * 1000:>11.4g} {share:>11.1%} {p50:>8.1f} {p95:>8.1f}")
     print(
         f"cascade: accuracy {cas['correct'].mean() - fb['correct'].mean():+.3f} vs fallback-only at "
-        f"{cas_cost / fb_cost:.0%} of its cost (val target: accuracy >= {target}); total "
+        f"{cas_cost / fb_cost:.0%} of its cost (val target: accuracy >= {target}); 95% CI of the "
+        f"difference [{diff.low:+.3f}, {diff.high:+.3f}]; the fallback costs {fb_cost / small_cost:.1f}x "
+        f"the small model per request; total "
         f"{time.perf_counter() - began:.0f} s; work folder {work}"
     )
     json_out = {
         "n_test": len(test),
         "threshold": cal["threshold"],
         "target": target,
+        "n_val": len(val),
+        "calibration": {k: cal[k] for k in ("threshold", "met", "temperature", "ece_before", "ece_after")},
+        "accuracy_diff_vs_fallback": {"delta": diff.delta, "low": diff.low, "high": diff.high},
+        "fallback_cost_ratio": fb_cost / small_cost,
         "rows": {
             name: {
                 "accuracy": float(m["correct"].mean()),
