@@ -322,3 +322,39 @@ def test_calibrate_scores_val_with_both_registered_models_and_auto_serves_its_th
     with running_server(cfg) as running:
         assert running.server.cascade.threshold == pytest.approx(result["threshold"])
         assert running.server.cascade.temperature == pytest.approx(result["temperature"])
+
+
+def test_a_request_that_falls_back_costs_the_small_model_one_forward_pass(remote, registry, monkeypatch):
+    """The small model's confidence path is one scoring call (one forward pass, no generation); a request
+    that falls back does not score or generate on the small model again (issue 19)."""
+    import tuneline.serving.cascade as cascade_mod
+
+    running, state, _ = remote
+    cascade = running.server.cascade
+    state["mode"] = "ok"
+    scorings, forwards, generations = [], [], []
+    real_score = cascade_mod.score_candidates
+
+    def counting_score(*args, **kwargs):
+        scored = real_score(*args, **kwargs)
+        scorings.append(scored.busy_s)
+        return scored
+
+    monkeypatch.setattr(cascade_mod, "score_candidates", counting_score)
+    small = running.server.routes.get("champion")
+    hook = small.host.model.register_forward_hook(lambda *_: forwards.append(1))
+    engine = running.server.engine
+    real_stream = engine.stream
+    monkeypatch.setattr(engine, "stream", lambda *a, **k: generations.append(1) or real_stream(*a, **k))
+    cascade.breaker.success()
+    cascade.threshold = 1.01  # every request is unsure: all fall back
+    try:
+        with httpx.Client(base_url=running.url, timeout=60) as client:
+            answers = [_ask(client, registry.name, f"One pass only, request {i}?") for i in range(3)]
+    finally:
+        hook.remove()
+    assert [r.headers["x-tuneline-route"] for r in answers] == ["fallback"] * 3
+    assert len(scorings) == 3 and len(forwards) == 3 and generations == []
+    for r, busy in zip(answers, scorings, strict=True):
+        small_cost = r.json()["tuneline"]["cost"] - 0.12  # the fallback's 100 in x 1/1k + 10 out x 2/1k
+        assert small_cost == pytest.approx(busy / 3600 * 3.6, rel=1e-3, abs=1e-9)
