@@ -109,3 +109,15 @@ def test_tiny_size_errors_name_the_sizes():
     with pytest.raises(ModelError, match="no size 'm'") as info:
         resolve_base(ModelConfig(base="tiny:bert@m"))
     assert "gemma3" in str(info.value.hint) and "llama" in str(info.value.hint)
+
+
+def test_tiny_big_size_outweighs_l_without_building_it():
+    """tiny:<family>@big (the benchmark's dearer fallback): one architecture, wider and deeper than @l."""
+    from tuneline.models.load import parse_tiny
+    from tuneline.models.tiny import TINY_SIZES
+
+    family, size = parse_tiny("tiny:gemma3@big")
+    assert size == "big" and "big" in family.tiny_sizes
+    big, large = TINY_SIZES["big"], TINY_SIZES["l"]
+    assert big["hidden_size"] > large["hidden_size"] and big["num_hidden_layers"] > large["num_hidden_layers"]
+    assert big["hidden_size"] % big["num_attention_heads"] == 0

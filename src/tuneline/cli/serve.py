@@ -1,7 +1,8 @@
 """CLI commands for serving and monitoring.
 
 tuneline serve CONFIG [--set k=v] [--host H] [--port P]   start the OpenAI-compatible server
-tuneline serve report CONFIG [--json]                     compare the A/B variants (CIs)
+tuneline serve report CONFIG [--json]                     compare the A/B variants (CIs), costs, routing
+tuneline serve calibrate CONFIG [--json]                  the cascade's threshold from the val split
 tuneline monitor drift CONFIG [--url URL] [--fail-on-alert]   the running server's drift report
 tuneline monitor profile CONFIG [--run-dir DIR]           (re)compute a run's drift reference profile
 """
@@ -42,8 +43,10 @@ def _logging() -> None:
 
 @cli_errors
 def serve(
-    target: Annotated[str, typer.Argument(help="The YAML config, or `report` followed by the config.")],
-    config: Annotated[Path | None, typer.Argument(help="With `report`: the YAML config.")] = None,
+    target: Annotated[
+        str, typer.Argument(help="The YAML config, or `report` / `calibrate` followed by the config.")
+    ],
+    config: Annotated[Path | None, typer.Argument(help="With `report` / `calibrate`: the config.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key: --set serve.port=9000 (repeatable).")
     ] = None,
@@ -59,6 +62,13 @@ def serve(
         if config is None:
             raise TunelineError("tuneline serve report needs the config", hint="tuneline serve report CONFIG")
         _report(load(config, set_), as_json, since_hours)
+        return
+    if target == "calibrate":
+        if config is None:
+            raise TunelineError(
+                "tuneline serve calibrate needs the config", hint="tuneline serve calibrate CONFIG"
+            )
+        _calibrate(load(config, set_), as_json)
         return
     if config is not None:
         raise TunelineError(f"unexpected argument {str(config)!r}", hint="tuneline serve CONFIG")
@@ -90,11 +100,13 @@ def _report(cfg, as_json: bool, since_hours: float | None) -> None:
     import time
 
     from tuneline.serving.ab import report
+    from tuneline.serving.costs import report as costs_report
 
     since = time.time() - since_hours * 3600 if since_hours else None
     result = report(
         Path(cfg.serve.state_dir) / "ab.sqlite", since=since, baseline=next(iter(cfg.serve.traffic))
     )
+    result["costs"] = costs_report(Path(cfg.serve.state_dir) / "ab.sqlite", since=since)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
@@ -135,6 +147,60 @@ def _report(cfg, as_json: bool, since_hours: float | None) -> None:
             for lo, hi in [ci]
         )
         out.print(f"{name}: {shown or 'not enough data'}  (* the CI excludes 0)")
+    if result["costs"]:
+        _print_costs(result["costs"], cfg.serve.costs.currency)
+
+
+def _calibrate(cfg, as_json: bool) -> None:
+    from tuneline.stages import calibrate
+
+    result = calibrate.run(cfg)
+    if as_json:
+        sys.stdout.write(json.dumps({k: v for k, v in result.items() if k != "points"}, indent=2) + "\n")
+        return
+    ch, cur = result["chosen"], result["currency"]
+    table = Table(title=f"Cascade on val (n={result['n']}, {cur})", header_style="bold")
+    for col in ("route", "accuracy", "cost / 1,000", "to fallback"):
+        table.add_column(col, justify="left" if col == "route" else "right")
+    table.add_row(
+        "small only", f"{result['small']['accuracy']:.3f}", f"{result['small']['cost_per_1k']:.4g}", "0%"
+    )
+    table.add_row(
+        "fallback only",
+        f"{result['fallback']['accuracy']:.3f}",
+        f"{result['fallback']['cost_per_1k']:.4g}",
+        "100%",
+    )
+    table.add_row(
+        f"cascade @ {ch['threshold']:.4f}",
+        f"{ch['accuracy']:.3f}",
+        f"{ch['cost_per_1k']:.4g}",
+        f"{ch['share_routed']:.1%}",
+    )
+    out.print(table)
+    if result["ece_after"] is not None:
+        out.print(
+            f"temperature {result['temperature']:.3f}: "
+            f"ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f}"
+        )
+    else:
+        out.print(f"ECE of the small model: {result['ece_before']:.4f}")
+    if not result["met"]:
+        out.print(f"[yellow]no threshold meets the target {result['target']}: the closest is chosen[/]")
+    out.print(f"wrote {result['curve_file']} and {result['plot_file']} (threshold: auto reads it)")
+
+
+def _print_costs(costs: dict, currency: str) -> None:
+    table = Table(title=f"Cost and routing ({currency})", header_style="bold")
+    for col in ("variant", "requests", "cost / 1,000", "to fallback", "degraded", "accuracy by route"):
+        table.add_column(col, justify="left" if col in ("variant", "accuracy by route") else "right")
+    for name, c in costs.items():
+        share = "-" if c["share_fallback"] is None else f"{c['share_fallback']:.1%}"
+        acc = ", ".join(f"{r} {a['accuracy']:.3f} (n={a['n']})" for r, a in c["accuracy_by_route"].items())
+        table.add_row(
+            name, str(c["requests"]), f"{c['cost_per_1k']:.4g}", share, str(c["degraded"]), acc or "-"
+        )
+    out.print(table)
 
 
 @monitor_app.command("drift")

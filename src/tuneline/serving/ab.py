@@ -101,6 +101,10 @@ class Store:
     def record(self, **row: Any) -> None:
         self._queue.put(("responses", row))
 
+    def write(self, table: str, row: dict[str, Any]) -> None:
+        """A row for another table of this database (e.g. request_costs), through the same writer."""
+        self._queue.put((table, row))
+
     def feedback(
         self, response_id: str, outcome: str | None, score: float | None, label: str | None = None
     ) -> None:

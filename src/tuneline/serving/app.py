@@ -33,10 +33,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from tuneline.serving import ab
+from tuneline.serving import ab, cascade
 from tuneline.serving import chat as chat_steps
 from tuneline.serving.auth import ApiKeys
 from tuneline.serving.cache import ResponseCache
+from tuneline.serving.cascade import Cascade
+from tuneline.serving.costs import CostTracker
 from tuneline.serving.drift import DriftMonitor
 from tuneline.serving.engine import Variant
 from tuneline.serving.keep import InputKeeper
@@ -75,7 +77,9 @@ class Server:
         self.store = ab.Store(state / "ab.sqlite")
         self.keeper = InputKeeper(state / "inputs", cfg.serve.loop) if cfg.serve.loop.keep_inputs else None
         self.cache = ResponseCache(cfg.serve.cache.max_entries, cfg.serve.cache.ttl_s)
-        self.routes = Routes(list(cfg.serve.traffic))
+        self.costs = CostTracker(cfg.serve, self.metrics, self.store)
+        self.cascade = Cascade(cfg, self.model_name, self.metrics, self.costs) if cfg.serve.cascade else None
+        self.routes = Routes(cascade.aliases(cfg.serve, self.model_name))
         self.primary = next(iter(cfg.serve.traffic))
         self.running = 0
         uri = tracking_uri or cfg.registry.tracking_uri or store.default_tracking_uri()
@@ -138,7 +142,9 @@ class Server:
         return [self.model_name] + [f"{self.model_name}@{a}" for a in self.routes.aliases]
 
     def route(self, model: str, user: str | None, response_id: str) -> tuple[str, Variant]:
-        if model == self.model_name:
+        if model == self.model_name and self.cascade is not None:
+            alias = self.cascade.small_alias
+        elif model == self.model_name:
             alias = ab.assign(self.serve.traffic, self.serve.salt, user or response_id)
         elif model.startswith(self.model_name + "@") and model.split("@", 1)[1] in self.routes.aliases:
             alias = model.split("@", 1)[1]

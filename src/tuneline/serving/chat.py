@@ -59,6 +59,8 @@ async def handle(srv: Server, request: Request, x_user_id: str | None) -> Respon
     except BaseException:
         call.release()
         raise
+    if call.cascaded and srv.cascade is not None:  # serve.cascade: its own cache entries
+        return await srv.cascade.answer(call)
     call.lookup()
     if not call.body.stream:
         return await call.complete()
@@ -86,6 +88,7 @@ class ChatCall:
         self.key: str | None = None
         self.hit: tuple[str, Done] | None = None
         self.prediction: str | None = None  # the answer, for the request store (never the access log)
+        self.cascaded = srv.cascade is not None and body.model == srv.model_name  # serve.cascade
 
     # ---------------------------------------------------------------- bookkeeping
     def finish(self, status: int, **fields: Any) -> None:
@@ -97,6 +100,7 @@ class ChatCall:
             srv.metrics.e2e.labels(alias).observe(latency)
         info.update(fields, status=status, latency_ms=round(latency * 1000, 2))
         access.info(json.dumps({"event": "chat", "variant": alias, "version": self.version, **info}))
+        srv.costs.finished(self, status, latency, fields)
         if alias is not None:
             srv.store.record(
                 id=self.rid,
@@ -268,6 +272,7 @@ class ChatCall:
                 completion_tokens=done.completion_tokens,
                 cached=hit is not None,
                 finish_reason=reason,
+                batch_size=done.batch_size,
             )
             return JSONResponse(result, headers=self.headers)
         except ApiError as exc:  # serve.pii: block
@@ -345,6 +350,7 @@ class ChatCall:
                 prompt_tokens=done.prompt_tokens if done else None,
                 completion_tokens=done.completion_tokens if done else None,
                 cached=hit is not None,
+                batch_size=done.batch_size if done else 1,
                 **({"pii": sorted(scan.kinds)} if scan.kinds else {}),
             )
         yield "data: [DONE]\n\n"

@@ -84,6 +84,9 @@ class Metrics:
             registry=r,
         )
         self.drift_alert = Gauge("tuneline:drift_alert", "1 when drift crossed its threshold.", registry=r)
+        self.cost = Counter(
+            "tuneline:cost", "Spend by variant at the serve.costs prices.", ["variant"], registry=r
+        )
 
     def drift(self, report: dict) -> None:
         for name, f in (report.get("features") or {}).items():

@@ -41,10 +41,15 @@ from tuneline.config.schema.loop import LoopConfig, LoopDecisionConfig, ServeLoo
 from tuneline.config.schema.root import Config
 from tuneline.config.schema.run import ModelConfig, RegistryConfig, RunConfig
 from tuneline.config.schema.serve import (
+    CascadeTargetConfig,
+    RemoteFallbackConfig,
     ServeAuthConfig,
     ServeBatchingConfig,
+    ServeBudgetConfig,
     ServeCacheConfig,
+    ServeCascadeConfig,
     ServeConfig,
+    ServeCostsConfig,
     ServeDriftConfig,
     ServeLimitsConfig,
     ServeWatchConfig,
@@ -105,7 +110,12 @@ __all__ = [
     "SWEEP_COSTS",
     "SWEEP_OVERRIDABLE",
     "Section",
+    "CascadeTargetConfig",
+    "RemoteFallbackConfig",
     "ServeAuthConfig",
+    "ServeBudgetConfig",
+    "ServeCascadeConfig",
+    "ServeCostsConfig",
     "ServeBatchingConfig",
     "ServeCacheConfig",
     "ServeConfig",

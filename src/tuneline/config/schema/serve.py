@@ -115,6 +115,157 @@ class VllmConfig(Section):
     extra_args: list[str] = Field(default_factory=list, description="More arguments for vllm serve.")
 
 
+# ------------------------------------------------------------------ hybrid serving (cascade, costs, budget)
+def _name_at_alias(value: str, key: str) -> str:
+    name, sep, alias = value.partition("@")
+    if not sep or not name or not alias or not all(c.isalnum() or c in "_-" for c in alias):
+        raise ValueError(f"{key} must be NAME@alias, e.g. shapes@champion (got {value!r})")
+    return value
+
+
+class RemoteFallbackConfig(Section):
+    url: str = Field(
+        ...,
+        description="Base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8001/v1 (a vLLM server, "
+        "another `tuneline serve`, a hosted API).",
+    )
+    model: str = Field(..., description="The model name to ask that endpoint for.")
+    api_key: str | None = Field(
+        None, description="Its API key; write ${ENV_VAR} so the key stays out of the file and the logs."
+    )
+
+    @model_validator(mode="after")
+    def _url(self) -> RemoteFallbackConfig:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"serve.cascade.fallback.url must start with http:// or https:// (got {self.url!r})"
+            )
+        return self
+
+
+class CascadeTargetConfig(Section):
+    metric: Literal["accuracy"] = Field(
+        "accuracy", description="The metric on val: reach min, or be best under max_cost_per_1k."
+    )
+    min: float | None = Field(
+        None, ge=0, le=1, description="Pick the cheapest threshold whose val metric is at least this."
+    )
+    max_cost_per_1k: float | None = Field(
+        None, ge=0, description="Or: pick the threshold with the best val metric at most this cost per 1,000."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> CascadeTargetConfig:
+        by_metric = self.min is not None
+        if by_metric == (self.max_cost_per_1k is not None):
+            raise ValueError(
+                "serve.cascade.target takes either {metric: accuracy, min: 0.9} or {max_cost_per_1k: 2.0}"
+            )
+        return self
+
+
+class CascadeBreakerConfig(Section):
+    failures: int = Field(
+        5, gt=0, description="Consecutive fallback failures that open the circuit (the small model answers)."
+    )
+    reset_s: float = Field(
+        30.0, gt=0, description="Seconds the circuit stays open before one trial request (half-open)."
+    )
+
+
+class ServeCascadeConfig(Section):
+    small: str = Field(
+        ...,
+        description="NAME@alias of the small model that answers first (NAME: the served model). Requests "
+        "for the bare model name go through the cascade; NAME@alias requests are answered by that alias.",
+    )
+    fallback: str | RemoteFallbackConfig = Field(
+        ...,
+        description="Who answers when the small model is unsure: NAME@alias (a registered version served "
+        "here) or {url, model, api_key} (any OpenAI-compatible endpoint, through the openai client).",
+    )
+    threshold: Literal["auto"] | float = Field(
+        "auto",
+        description="Confidence below which a request goes to the fallback. Confidence: the top class "
+        "probability (classification), or exp(mean token log-probability) of the small model's answer "
+        "(generation); both in [0, 1]. auto: the threshold `tuneline serve calibrate` chose (curve).",
+    )
+    target: CascadeTargetConfig = Field(
+        default_factory=lambda: CascadeTargetConfig(min=0.9),
+        description="What `serve calibrate` aims for: {metric: accuracy, min: X} at the lowest expected "
+        "cost, or {max_cost_per_1k: C}: the best accuracy at most that cost.",
+    )
+    calibration: Literal["none", "temperature"] = Field(
+        "none",
+        description="temperature: `serve calibrate` fits one temperature to the small model's class "
+        "log-probabilities on val (reported with ECE before/after); serving divides by it.",
+    )
+    labels: list[str] | None = Field(
+        None,
+        description="The classes (answer texts): the small model's answer is the most probable one and its "
+        "probability the confidence. Default: eval.labels; neither: generation confidence.",
+    )
+    curve: Annotated[
+        Path | None,
+        Field(
+            description="The curve JSON `serve calibrate` writes and threshold: auto reads (default: "
+            "<state_dir>/cascade/curve.json).",
+            json_schema_extra=PATH_FIELD,
+        ),
+    ] = None
+    timeout_s: float = Field(10.0, gt=0, description="Per attempt: a slower fallback counts as failed.")
+    retries: int = Field(1, ge=0, description="Retries of a failed fallback call (remote) before giving up.")
+    breaker: CascadeBreakerConfig = Field(
+        default_factory=CascadeBreakerConfig, description="Circuit breaker on the fallback."
+    )
+
+    @model_validator(mode="after")
+    def _refs(self) -> ServeCascadeConfig:
+        _name_at_alias(self.small, "serve.cascade.small")
+        if isinstance(self.fallback, str):
+            _name_at_alias(self.fallback, "serve.cascade.fallback")
+            if self.fallback == self.small:
+                raise ValueError("serve.cascade.fallback must differ from serve.cascade.small")
+        if isinstance(self.threshold, float) and not 0 <= self.threshold <= 1:
+            raise ValueError(f"serve.cascade.threshold must be auto or in [0, 1] (got {self.threshold:g})")
+        return self
+
+
+class ServeCostsConfig(Section):
+    accelerator: str = Field("cpu", description="Accelerator of this server, e.g. L4, H100-80GB (a label).")
+    count: int = Field(1, gt=0, description="Accelerators this server holds.")
+    price_per_hour: float = Field(
+        0.0,
+        ge=0,
+        description="Price of one accelerator-hour (as train.cost): a local variant's request costs its "
+        "busy time (generation time / batch size) x count x this.",
+    )
+    input_per_1k: float = Field(0.0, ge=0, description="Remote fallback: price of 1,000 prompt tokens.")
+    output_per_1k: float = Field(0.0, ge=0, description="Remote fallback: price of 1,000 completion tokens.")
+    currency: str = Field("USD", description="Currency of the prices (a label in reports).")
+
+
+class ServeBudgetConfig(Section):
+    per_day: float | None = Field(
+        None,
+        gt=0,
+        description="Spend per UTC day (serve.costs units, all variants) above which the alert trips "
+        "(tuneline:budget_exceeded 1) and the cascade falls back less (action).",
+    )
+    action: Literal["strict", "small_only"] = Field(
+        "strict",
+        description="Over budget: strict: fall back only below strict_threshold (a higher bar); "
+        "small_only: never fall back (the small model answers, flagged).",
+    )
+    strict_threshold: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="With action strict: the confidence below which a request still falls back while over "
+        "budget (used when lower than the normal threshold).",
+    )
+
+
 class ServeConfig(Section):
     model_name: str | None = Field(
         None, description="Registered model to serve (default: registry.model_name, else run.name)."
@@ -173,6 +324,16 @@ class ServeConfig(Section):
         "counts it (tuneline:pii_outputs_total{kind}) and adds an X-Tuneline-PII header, 'redact' replaces "
         "each span with [KIND], 'block' refuses the answer (400, code pii_in_output); streams are scanned "
         "on a sliding window.",
+    )
+    cascade: ServeCascadeConfig | None = Field(
+        None,
+        description="Hybrid serving: the small model answers first, the fallback only when it is unsure.",
+    )
+    costs: ServeCostsConfig = Field(
+        default_factory=ServeCostsConfig, description="Prices: cost per request of each variant."
+    )
+    budget: ServeBudgetConfig = Field(
+        default_factory=ServeBudgetConfig, description="Daily spend alert (changes cascade routing)."
     )
     state_dir: Annotated[
         Path,
