@@ -129,9 +129,12 @@ class TunelineTrainer(Trainer):
         simple = (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU)
         if self.accelerator.distributed_type not in simple or self.args.fp16 or self.dp is not None:
             return super()._clip_grad_norm(model)
+        return self.accelerator.clip_grad_norm_(self._trainable_of(model), self.args.max_grad_norm)
+
+    def _trainable_of(self, model) -> list[torch.nn.Parameter]:
         if self._trainable is None or self._trainable[0] is not model:
             self._trainable = (model, [p for p in model.parameters() if p.requires_grad])
-        return self.accelerator.clip_grad_norm_(self._trainable[1], self.args.max_grad_norm)
+        return self._trainable[1]
 
     def get_train_dataloader(self):
         if self.dp is None:
@@ -160,7 +163,25 @@ class TunelineTrainer(Trainer):
         for sampler in (self.tuneline_sampler, self.dp and self.dp.sampler):
             if sampler is not None and hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(kwargs["epoch"])
-        return super()._run_epoch(**kwargs)
+        model = kwargs.get("model")
+        if model is None or self.dp is not None:  # DP's per-sample gradients: the stock zero_grad
+            return super()._run_epoch(**kwargs)
+        # The stock loop's model.zero_grad() after each step walks every parameter; only the trainable
+        # ones (listed once) can hold a gradient.
+        trainable = self._trainable_of(model)
+
+        def zero_grad(set_to_none: bool = True) -> None:
+            for p in trainable:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.zero_()
+
+        model.zero_grad = zero_grad
+        try:
+            return super()._run_epoch(**kwargs)
+        finally:
+            del model.zero_grad
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.image_cache is not None:
