@@ -13,7 +13,9 @@ CustomTrainer, tuneline's TunelineTrainer) are ``transformers.Trainer`` subclass
   samples alike in padded rows, packed rows and peers' packed rows without position ids), and images
   (``pixel_values`` rows);
 * counts calls of the vision tower (a forward hook on the first module named ``vision_tower`` /
-  ``vision_model``), which tells whether images reached the model or came from a feature cache;
+  ``vision_model``), which tells whether images reached the model or came from a feature cache; the
+  calls during training (``on_train_begin`` to ``on_train_end``) apart from those after it (tuneline
+  embeds up to 500 training images with the tower for its drift reference profile once training ends);
 * stamps the end of every optimizer step in wall-clock and process CPU time (a callback).
 
 Only depends on torch and transformers, so it runs in every peer's virtual environment unchanged.
@@ -39,6 +41,7 @@ class Probe:
         self.step_wall: list[float] = []
         self.step_cpu: list[float] = []
         self.vision_calls = 0
+        self.vision_calls_training: int | None = None  # frozen at on_train_end
         self.trainer = None
         self.pad_id = None
         self.started = time.perf_counter()
@@ -134,6 +137,9 @@ class Probe:
                 probe.step_wall.append(time.perf_counter())
                 probe.step_cpu.append(time.process_time())
 
+            def on_train_end(self, args, state, control, **kwargs):
+                probe.vision_calls_training = probe.vision_calls
+
         return StepClock()
 
     # ---------------------------------------------------------------- result
@@ -156,7 +162,13 @@ class Probe:
             "segment_mask": any(b["segment_mask"] for b in window),
             "seconds": self.step_wall[n - 1] - self.step_wall[w - 1],
             "cpu_seconds": self.step_cpu[n - 1] - self.step_cpu[w - 1],
-            "vision_calls": self.vision_calls,
+            # in training (on_train_begin..on_train_end), and after it (e.g. tuneline's drift profile)
+            "vision_calls": self.vision_calls
+            if self.vision_calls_training is None
+            else self.vision_calls_training,
+            "vision_calls_after_training": 0
+            if self.vision_calls_training is None
+            else self.vision_calls - self.vision_calls_training,
             "trainable": self.trainable,
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,

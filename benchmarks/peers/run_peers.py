@@ -345,7 +345,12 @@ def table(task: str, results: list[dict], frameworks: list[str]) -> str:
         samples = _median([r["samples"] / r["cpu_seconds"] for r in ok])
         pad = _median([1 - r["tokens"] / r["positions"] for r in ok])
         rss = max(r["peak_rss_gb"] for r in ok)
-        images = f"{ok[0]['images']} / {ok[0]['vision_calls']}" if task == "image" else "–"
+        after = ok[0].get("vision_calls_after_training") or 0
+        images = (
+            f"{ok[0]['images']} / {ok[0]['vision_calls']}{f' (+{after} after training)' if after else ''}"
+            if task == "image"
+            else "–"
+        )
         loss = (
             f"{ok[0]['first_loss']:.3g}->{ok[0]['last_loss']:.3g}" if ok[0]["first_loss"] is not None else "–"
         )

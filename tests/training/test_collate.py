@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tuneline.config.schema import ModelConfig
-from tuneline.data.records import Record
+from tuneline.data.records import Record, load_images
 from tuneline.errors import DataError
 from tuneline.models.load import load_processor, resolve_base
 from tuneline.training.collate import IGNORE, ChatCollator
@@ -146,7 +146,11 @@ def test_image_answer_spans_without_extra_processor_calls_match_the_processor(ba
     processor = load_processor(resolve_base(ModelConfig(base=base)))
     image = str(shapes_dir / "images" / "shape-00002.png")
     records = [_record(image, "yellow"), _record(image, "a much longer answer here")]
-    fast = ChatCollator(processor, max_seq_length=256)(records)
+    collator = ChatCollator(processor, max_seq_length=256)
+    fast = collator(records)
+    if base == "tiny:gemma3":  # Gemma 3 expands the image marker with newlines: the fast path still holds
+        batch = processor.encode([processor.render(records[0].messages)], [load_images(records[0])])
+        assert collator._spans_after_images(records[0], batch["input_ids"][0].tolist()) is not None
     calls = []
     monkeypatch.setattr(ChatCollator, "_spans_after_images", lambda self, r, ids: calls.append(r) and None)
     slow = ChatCollator(processor, max_seq_length=256)(records)  # three processor calls per record

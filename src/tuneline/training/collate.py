@@ -12,8 +12,9 @@ giving the same tensors as tokenizing them again. Rendering the template three t
 collator's whole cost on small models; it is paid once instead of once per epoch, and not in the steps.
 
 Image records: the answer spans are found on the tokenizer's own (unexpanded) encoding of the three
-renders and carried over to the processor's encoding through the text after the last image, which both
-encodings share (checked per record; else the processor encodes the prefixes too, as before): one
+renders and carried over to the processor's encoding by aligning both at their ends (the tokens from the
+first answer on must be the same in both and follow the last image; checked per record, else the
+processor encodes the prefixes too, as before): one
 processor call per batch instead of three per record. With the image feature cache
 (``image_keys`` + ``cached_images``), a record's token rows are kept after its first batch, and a
 later batch whose images all have cached features is built without loading an image or calling the
@@ -154,24 +155,32 @@ class ChatCollator:
 
     def _spans_after_images(self, record: Record, full_ids: list[int]) -> list[tuple[int, int]] | None:
         """Answer spans from the tokenizer's encoding of the renders (images unexpanded), moved to
-        ``full_ids`` through the tokens after the last image, which both encodings must share; None
-        when they do not (or a span starts before the last image)."""
+        ``full_ids`` by aligning the two encodings at their ends: everything from the first answer on
+        must be the same tokens in both (checked per record), and lie after the last image token of
+        each. None when not (or a span starts before the last image): the processor encodes the
+        prefixes then. The tokens right after an image may differ (Gemma 3 expands ``<start_of_image>``
+        into ``\n\n<start_of_image>`` + soft tokens + ``<end_of_image>\n\n``), hence the end alignment."""
         image_ids = set(self.image_ids.tolist())
         text = self._ids(record.messages, [], generation_prompt=False, text_only=True)
         tail = next((i for i in range(len(text) - 1, -1, -1) if text[i] in image_ids), None)
         full_tail = next((i for i in range(len(full_ids) - 1, -1, -1) if full_ids[i] in image_ids), None)
-        if tail is None or full_tail is None or text[tail + 1 :] != full_ids[full_tail + 1 :]:
+        if tail is None or full_tail is None:
             return None
         shift = len(full_ids) - len(text)
         spans = []
+        checked = False
         for j, m in enumerate(record.messages):
             if m["role"] != "assistant":
                 continue
             before = self._ids(record.messages[:j], [], generation_prompt=True, text_only=True)
             through = self._ids(record.messages[: j + 1], [], generation_prompt=False, text_only=True)
             start, end = _common_prefix(before, text), _common_prefix(through, text)
-            if start <= tail:
+            if start <= tail or start + shift <= full_tail:
                 return None
+            if not checked:  # the first answer's start onwards: later spans lie inside it
+                if text[start:] != full_ids[start + shift :]:
+                    return None
+                checked = True
             if end > start:
                 spans.append((start + shift, end + shift))
         return spans
