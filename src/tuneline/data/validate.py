@@ -259,7 +259,11 @@ def inspect_images_ray(paths: list[str], limits: ImageLimits, progress: Callable
 def _failures(dc, rows, splits, errors, drops, error_fraction, dataset_errors) -> list[str]:
     """Why the dataset fails, one sentence each (empty when it passes)."""
     out = []
-    if error_fraction > dc.checks.max_error_fraction:
+    reasons = Counter(f.check for f in [*errors.values(), *drops.values()])
+    why = ", ".join(f"{code} {n}" for code, n in reasons.most_common())
+    if rows and len(errors) >= rows:  # a threshold (even 100%) is no verdict when nothing passed
+        out.append(f"every record failed its checks ({why}): there is nothing to train on")
+    elif error_fraction > dc.checks.max_error_fraction:
         out.append(
             f"{len(errors)} of {rows} records have errors "
             f"({error_fraction:.1%} > data.checks.max_error_fraction={dc.checks.max_error_fraction:g})"
@@ -268,9 +272,9 @@ def _failures(dc, rows, splits, errors, drops, error_fraction, dataset_errors) -
         out.append("; ".join(f"[{f.check}] {f.message}" for f in dataset_errors))
     if not rows:
         out.append("no records: the data sources hold no rows")
+    elif len(errors) >= rows:
+        pass  # said above: every record failed
     elif not any(splits[s] for s in SPLITS):
-        reasons = Counter(f.check for f in [*errors.values(), *drops.values()])
-        why = ", ".join(f"{code} {n}" for code, n in reasons.most_common())
         out.append(f"no records left after the checks: all {rows} were excluded ({why})")
     elif not splits["train"]:
         out.append("the train split is empty: change data.split or supply train records")
