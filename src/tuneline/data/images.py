@@ -100,6 +100,9 @@ class ImageInfo:
     phash: int | None = None
     dhash: int | None = None
     mean_rgb: tuple[float, float, float] | None = None
+    # Mean RGB of the central 70% (crops and vignettes leave it alone): near-duplicate candidates
+    # of another colour are rejected on it without decoding either file again.
+    centre_rgb: tuple[float, float, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -265,7 +268,16 @@ def _inspect_open(img: Image.Image, base: dict[str, Any], limits: ImageLimits) -
         conversions=conversions,
         **perceptual_hashes(gray, limits.hash_size),
         mean_rgb=mean_rgb,
+        centre_rgb=centre_rgb(small),
     )
+
+
+def centre_rgb(im: Image.Image) -> tuple[float, float, float]:
+    """Mean RGB of the central 70% of ``im`` (one BOX resample: exact area means)."""
+    w, h = im.size
+    box = (w * 0.15, h * 0.15, w * 0.85, h * 0.85)
+    px = im.convert("RGB").resize((1, 1), Image.Resampling.BOX, box=box).tobytes()
+    return (float(px[0]), float(px[1]), float(px[2]))
 
 
 class PerceptualHashes(TypedDict):

@@ -150,7 +150,9 @@ def validate(
     usable = [r for r in records if r.id not in fatal]
     if count_tokens is not None:
         raw += text.budget(usable, count_tokens, dc.max_seq_length)
-    dup_findings, exact_links, near_links = duplicates.check(usable, infos, dc.checks.near_duplicate_distance)
+    dup_findings, exact_links, near_links = duplicates.check(
+        usable, infos, dc.checks.near_duplicate_distance, workers=dc.workers
+    )
     links = exact_links + near_links
     raw += dup_findings
     raw += labels.conflicts(usable, exact_links, near_links)
