@@ -55,7 +55,7 @@ def test_base_is_the_grid_row_and_centre_colour_is_the_central_mean():
     assert centre_rgb(Image.fromarray(arr)) == (200.0, 100.0, 50.0)
 
 
-def test_confirmation_in_a_pool_equals_one_process(tmp_path):
+def test_confirmation_in_a_pool_equals_one_process(tmp_path, monkeypatch):
     paths = []
     for k in range(12):
         im = lesion(k, 160)
@@ -68,11 +68,12 @@ def test_confirmation_in_a_pool_equals_one_process(tmp_path):
             im.crop((4, 4, w - 4, h - 4)).resize((120, 120)).save(copy, quality=80)
             paths.append(str(copy))
     infos = inspect_images(paths)
-    assert all(x.centre_rgb is not None for x in infos)
+    assert all(x.centre_rgb is not None and x.thumb is not None for x in infos)
     i, j, _ = duplicates._nominated(infos, np.arange(len(infos)), 20, 36)
     assert len(i)
-    serial = duplicates._confirm(paths, i, j, workers=1)
-    pooled = duplicates._confirm(paths, i, j, workers=2)
+    monkeypatch.setattr(duplicates, "POOL_MIN_IMAGES", 0)  # a pool even for these few images
+    serial = duplicates._confirm(infos, i, j, workers=1)
+    pooled = duplicates._confirm(infos, i, j, workers=2)
     assert serial.tolist() == pooled.tolist()
     copies = {(a, b) for a, b, s in zip(i.tolist(), j.tolist(), serial.tolist(), strict=True) if s}
     want = {

@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -103,6 +103,9 @@ class ImageInfo:
     # Mean RGB of the central 70% (crops and vignettes leave it alone): near-duplicate candidates
     # of another colour are rejected on it without decoding either file again.
     centre_rgb: tuple[float, float, float] | None = None
+    # The unit-norm 16x16 RGB thumbnail (768 float32, 3 KB) near-duplicate confirmation compares
+    # against a candidate partner's zoom/shift grid (tuneline.data.checks.duplicates).
+    thumb: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -269,7 +272,15 @@ def _inspect_open(img: Image.Image, base: dict[str, Any], limits: ImageLimits) -
         **perceptual_hashes(gray, limits.hash_size),
         mean_rgb=mean_rgb,
         centre_rgb=centre_rgb(small),
+        thumb=base_thumbnail(small),
     )
+
+
+def base_thumbnail(im: Image.Image) -> np.ndarray:
+    """``duplicates._base`` of the reduced decode (imported late: checks sit above this module)."""
+    from tuneline.data.checks.duplicates import _base
+
+    return _base(np.asarray(im.convert("RGB"), dtype=np.uint8))
 
 
 def centre_rgb(im: Image.Image) -> tuple[float, float, float]:

@@ -148,11 +148,13 @@ def validate(
         )
     }
     usable = [r for r in records if r.id not in fatal]
-    if count_tokens is not None:
-        raw += text.budget(usable, count_tokens, dc.max_seq_length)
+    # Duplicates before the token budget: their worker pool then starts before a lazy token
+    # counter loads the model's processor (threads from torch/tokenizers force spawn over fork).
     dup_findings, exact_links, near_links = duplicates.check(
         usable, infos, dc.checks.near_duplicate_distance, workers=dc.workers
     )
+    if count_tokens is not None:
+        raw += text.budget(usable, count_tokens, dc.max_seq_length)
     links = exact_links + near_links
     raw += dup_findings
     raw += labels.conflicts(usable, exact_links, near_links)

@@ -48,6 +48,7 @@ Thumbs = tuple[np.ndarray, np.ndarray]  # (grid of unit-norm thumbnails, central
 
 Reduced = tuple[np.ndarray, np.ndarray]  # (the image at most 64x64 RGB uint8, central mean RGB)
 GRID_CACHE = 256  # unit-norm thumbnail grids kept at once (~0.7 MB each); the rest are recomputed
+POOL_MIN_IMAGES = 2048  # fewer images to grid (~1 ms each) are done here: a pool costs more to start
 REDUCED_CACHE = 16384  # reduced images kept at once (12 KB each: <= 200 MB); the rest are re-decoded
 
 
@@ -253,7 +254,7 @@ def check(
     for j, first in exact_of.items():
         root[j] = first
     i_arr, j_arr, d_arr = _nominated(inf, root, distance, total)
-    same = _confirm([x.path for x in inf], i_arr, j_arr, workers)
+    same = _confirm(inf, i_arr, j_arr, workers)
     for i, j, dist in zip(i_arr[same].tolist(), j_arr[same].tolist(), d_arr[same].tolist(), strict=True):
         near.append((recs[i].id, recs[j].id))
         message = (
@@ -288,20 +289,20 @@ def _nominated(
     return unique_pairs(kept())
 
 
-def _confirm(paths: list[str], i: np.ndarray, j: np.ndarray, workers: int = 1) -> np.ndarray:
+def _confirm(infos: list, i: np.ndarray, j: np.ndarray, workers: int = 1) -> np.ndarray:
     """Which pairs are copies on pixels: max(base_i . grid_j, base_j . grid_i) >= MIN_PIXEL_CORRELATION.
 
-    Each image is decoded (reduced) and its grid computed once, however many pairs name it: first
-    every image's base thumbnail (3 KB), then image by image its grid against all its partners'
-    bases, both in ``workers`` processes. A file that cannot be reduced confirms its pairs
-    (inspection judged it readable)."""
+    Each image's base thumbnail (3 KB) comes with its inspection; each image named by a pair is
+    decoded (reduced) and gridded once, however many pairs name it, and its grid scored against all
+    its partners' bases, in ``workers`` processes when there are enough images to pay for a pool.
+    An image without a thumbnail confirms its pairs (inspection judged it readable)."""
     if not len(i):
         return np.zeros(0, dtype=bool)
     images = np.unique(np.concatenate([i, j]))
     slot = np.full(int(images.max()) + 1, -1, dtype=np.int64)
     slot[images] = np.arange(len(images))
-    names = [paths[int(x)] for x in images]
-    got = _run(_bases_chunk, _chunks(names, workers), workers)
+    names = [infos[int(x)].path for x in images]
+    got = [infos[int(x)].thumb for x in images]  # from the inspection's decode: no second read
     known = np.array([b is not None for b in got], dtype=bool)
     bases = np.stack([b if b is not None else np.zeros(THUMB * THUMB * 3, np.float32) for b in got])
     del got
@@ -321,7 +322,8 @@ def _confirm(paths: list[str], i: np.ndarray, j: np.ndarray, workers: int = 1) -
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(side)], strict=True)
     ]
     best = np.full(len(i), -np.inf, dtype=np.float32)
-    for ks, scores in _run(_scores_chunk, _chunks(items, workers), workers, bases):
+    pool = workers if len(items) >= POOL_MIN_IMAGES else 1
+    for ks, scores in _run(_scores_chunk, _chunks(items, pool), pool, bases):
         np.maximum.at(best, ks, scores)
     return unknown | (best >= MIN_PIXEL_CORRELATION)
 
@@ -332,11 +334,6 @@ _BASES: np.ndarray | None = None  # the partners' base thumbnails, set in each w
 def _set_bases(bases: np.ndarray | None) -> None:
     global _BASES
     _BASES = bases
-
-
-def _bases_chunk(names: list[str]) -> list[np.ndarray | None]:
-    pixels = _Pixels(reduced_cache=0)
-    return [b if b is None else b.astype(np.float32) for b in map(pixels.base, names)]
 
 
 def _scores_chunk(items: list[tuple[str, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
