@@ -24,7 +24,8 @@ over an hour here): every ``DIR/isic*`` folder with a ``train.csv`` and ``jpeg/t
 first, the 4000x3000 set last; a subset is a filtered ``train.csv`` over hardlinks to the big
 set's files, and the floor decodes exactly the files its CSV names. The README table comes from
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_validate.py --commands --data /work/data --workers 2
+    OMP_NUM_THREADS=1 python benchmarks/bench_validate.py --commands --data /work/data --workers 2 \
+        --config examples/melanoma/config.yaml --sets isic1k,isic4k,isic33k,isic_large
 """
 
 from __future__ import annotations
@@ -235,11 +236,12 @@ def listed(folder: Path) -> list[Path]:
     return [folder / "jpeg" / "train" / f"{name}.jpg" for name in names]
 
 
-def prepared_sets(root: Path) -> list[tuple[Path, int]]:
+def prepared_sets(root: Path, only: list[str] | None = None) -> list[tuple[Path, int]]:
     """``--data``: the ISIC-shaped sets made beforehand (isic1k ... isic33k, isic_large), in size
     order then the large-image set: (folder, side of its first image)."""
     found = []
-    for folder in sorted(root.glob("isic*"), key=lambda f: (f.name == "isic_large", len(listed(f)))):
+    folders = [f for f in root.glob("isic*") if (f / "train.csv").is_file() and (not only or f.name in only)]
+    for folder in sorted(folders, key=lambda f: (f.name == "isic_large", len(listed(f)))):
         if (folder / "train.csv").is_file():
             with Image.open(listed(folder)[0]) as im:
                 found.append((folder, max(im.size)))
@@ -248,7 +250,7 @@ def prepared_sets(root: Path) -> list[tuple[Path, int]]:
 
 def commands(args: argparse.Namespace) -> int:
     if args.data:
-        prepared = prepared_sets(args.data)
+        prepared = prepared_sets(args.data, args.sets.split(",") if args.sets else None)
         sets = [(len(listed(f)), side) for f, side in prepared]
         folders = [f for f, _ in prepared]
     else:
@@ -268,11 +270,20 @@ def commands(args: argparse.Namespace) -> int:
         jpegs = listed(folder) if args.data else dermoscopy(folder, n, side)
         cfg = folder / "bench.yaml"
         cfg.write_text(CONFIG.format(root=folder, workers=args.workers))
+        over: list[str] = []
+        if args.config:  # the user's config (e.g. the melanoma example), pointed at this set
+            cfg = args.config.resolve()
+            for key, value in (
+                ("data.sources.0.path", folder / "train.csv"),
+                ("data.sources.0.image_dir", folder / "jpeg" / "train"),
+                ("data.workers", args.workers),
+            ):
+                over += ["--set", f"{key}={value}"]
         warm_page_cache(jpegs)
         t_floor = floor(jpegs, args.workers)
         for name, cmd in (
-            ("validate", [*TUNELINE, "data", "validate", str(cfg), "--out", str(folder / "report")]),
-            ("prepare", [*TUNELINE, "data", "prepare", str(cfg)]),
+            ("validate", [*TUNELINE, "data", "validate", str(cfg), *over, "--out", str(folder / "report")]),
+            ("prepare", [*TUNELINE, "data", "prepare", str(cfg), *over]),
         ):
             if name == "prepare":
                 shutil.rmtree(folder / ".tuneline", ignore_errors=True)  # a new snapshot, not a reuse
@@ -311,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--side", type=int, default=512, help="--commands: image side (default 512)")
     ap.add_argument("--large-count", type=int, default=1000, help="--commands: large images (0: none)")
     ap.add_argument("--large-side", type=int, default=4000, help="--commands: their side (default 4000)")
+    ap.add_argument("--sets", help="--data: only these folders (comma-separated names)")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        help="--commands: time this config (its first source pointed at each set), not the built-in one",
+    )
     ap.add_argument(
         "--data",
         type=Path,
