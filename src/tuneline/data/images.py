@@ -43,6 +43,8 @@ import numpy as np
 import scipy.fftpack
 from PIL import Image
 
+from tuneline.data.checks.duplicates import _base
+
 log = logging.getLogger(__name__)
 
 DEFAULT_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO"})
@@ -100,11 +102,8 @@ class ImageInfo:
     phash: int | None = None
     dhash: int | None = None
     mean_rgb: tuple[float, float, float] | None = None
-    # Mean RGB of the central 70% (crops and vignettes leave it alone): near-duplicate candidates
-    # of another colour are rejected on it without decoding either file again.
+    # Near-duplicate confirmation without a 2nd decode: central-70% mean RGB, 16x16 base thumbnail
     centre_rgb: tuple[float, float, float] | None = None
-    # The unit-norm 16x16 RGB thumbnail (768 float32, 3 KB) near-duplicate confirmation compares
-    # against a candidate partner's zoom/shift grid (tuneline.data.checks.duplicates).
     thumb: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -272,21 +271,13 @@ def _inspect_open(img: Image.Image, base: dict[str, Any], limits: ImageLimits) -
         **perceptual_hashes(gray, limits.hash_size),
         mean_rgb=mean_rgb,
         centre_rgb=centre_rgb(small),
-        thumb=base_thumbnail(small),
+        thumb=_base(np.asarray(small.convert("RGB"), dtype=np.uint8)),
     )
-
-
-def base_thumbnail(im: Image.Image) -> np.ndarray:
-    """``duplicates._base`` of the reduced decode (imported late: checks sit above this module)."""
-    from tuneline.data.checks.duplicates import _base
-
-    return _base(np.asarray(im.convert("RGB"), dtype=np.uint8))
 
 
 def centre_rgb(im: Image.Image) -> tuple[float, float, float]:
     """Mean RGB of the central 70% of ``im`` (one BOX resample: exact area means)."""
-    w, h = im.size
-    box = (w * 0.15, h * 0.15, w * 0.85, h * 0.85)
+    box = (im.width * 0.15, im.height * 0.15, im.width * 0.85, im.height * 0.85)
     px = im.convert("RGB").resize((1, 1), Image.Resampling.BOX, box=box).tobytes()
     return (float(px[0]), float(px[1]), float(px[2]))
 
