@@ -18,6 +18,14 @@ the decode floor (open + full load of the same files, same workers); the last li
 growth exponent (log-log slope between the smallest and largest size) of time and RSS.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_validate.py --commands --sizes 1000,4000 --workers 1
+
+``--data DIR`` runs the commands on sets made beforehand instead (generating 33k images takes
+over an hour here): every ``DIR/isic*`` folder with a ``train.csv`` and ``jpeg/train``, smallest
+first, the 4000x3000 set last; a subset is a filtered ``train.csv`` over hardlinks to the big
+set's files, and the floor decodes exactly the files its CSV names. The README table comes from
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_validate.py --commands --data /work/data --workers 2 \
+        --config examples/melanoma/config.yaml --sets isic1k,isic4k,isic33k,isic_large
 """
 
 from __future__ import annotations
@@ -192,6 +200,7 @@ data:
   checks: {{min_class_fraction: 0.01}}
 """
 LESIONS_PER_PATIENT = 3.0  # what the synthetic generator draws on average
+TUNELINE = [sys.executable, "-m", "tuneline.cli"]  # this interpreter's install, not whatever is on PATH
 
 
 def dermoscopy(folder: Path, images: int, side: int) -> list[Path]:
@@ -218,28 +227,63 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float, int]:
     return wall, usage.ru_maxrss / 2**20, proc.returncode
 
 
+def listed(folder: Path) -> list[Path]:
+    """The images a set's train.csv names (a subset may hardlink into a bigger set's folder)."""
+    import csv
+
+    with open(folder / "train.csv", newline="") as fh:
+        names = [row["image_name"] for row in csv.DictReader(fh)]
+    return [folder / "jpeg" / "train" / f"{name}.jpg" for name in names]
+
+
+def prepared_sets(root: Path, only: list[str] | None = None) -> list[tuple[Path, int]]:
+    """``--data``: the ISIC-shaped sets made beforehand (isic1k ... isic33k, isic_large), in size
+    order then the large-image set: (folder, side of its first image)."""
+    found = []
+    folders = [f for f in root.glob("isic*") if (f / "train.csv").is_file() and (not only or f.name in only)]
+    for folder in sorted(folders, key=lambda f: (f.name == "isic_large", len(listed(f)))):
+        if (folder / "train.csv").is_file():
+            with Image.open(listed(folder)[0]) as im:
+                found.append((folder, max(im.size)))
+    return found
+
+
 def commands(args: argparse.Namespace) -> int:
-    sets = [(n, args.side) for n in args.sizes] + (
-        [(args.large_count, args.large_side)] if args.large_count else []
-    )
-    print(f"cpus: {os.cpu_count()}, workers: {args.workers}, data in {args.out}")
+    if args.data:
+        prepared = prepared_sets(args.data, args.sets.split(",") if args.sets else None)
+        sets = [(len(listed(f)), side) for f, side in prepared]
+        folders = [f for f, _ in prepared]
+    else:
+        sets = [(n, args.side) for n in args.sizes] + (
+            [(args.large_count, args.large_side)] if args.large_count else []
+        )
+        folders = [args.out / f"dermoscopy_{n}_{side}" for n, side in sets]
+    print(f"cpus: {len(os.sched_getaffinity(0))}, workers: {args.workers}, data in {args.data or args.out}")
     head = (
         f"{'images':>7} {'side':>5} {'command':<9} {'wall s':>8} {'img/s':>7} {'peak RSS GB':>11} "
         f"{'floor img/s':>11} {'x floor':>7}"
     )
     lines = [head, "-" * len(head)]
     rows: dict[str, list[tuple[int, float, float]]] = {"validate": [], "prepare": []}
-    for n, side in sets:
-        folder = args.out / f"dermoscopy_{n}_{side}"
+    for (n, side), folder in zip(sets, folders, strict=True):
         folder.mkdir(parents=True, exist_ok=True)
-        jpegs = dermoscopy(folder, n, side)
+        jpegs = listed(folder) if args.data else dermoscopy(folder, n, side)
         cfg = folder / "bench.yaml"
         cfg.write_text(CONFIG.format(root=folder, workers=args.workers))
+        over: list[str] = []
+        if args.config:  # the user's config (e.g. the melanoma example), pointed at this set
+            cfg = args.config.resolve()
+            for key, value in (
+                ("data.sources.0.path", folder / "train.csv"),
+                ("data.sources.0.image_dir", folder / "jpeg" / "train"),
+                ("data.workers", args.workers),
+            ):
+                over += ["--set", f"{key}={value}"]
         warm_page_cache(jpegs)
         t_floor = floor(jpegs, args.workers)
         for name, cmd in (
-            ("validate", ["tuneline", "data", "validate", str(cfg), "--out", str(folder / "report")]),
-            ("prepare", ["tuneline", "data", "prepare", str(cfg)]),
+            ("validate", [*TUNELINE, "data", "validate", str(cfg), *over, "--out", str(folder / "report")]),
+            ("prepare", [*TUNELINE, "data", "prepare", str(cfg), *over]),
         ):
             if name == "prepare":
                 shutil.rmtree(folder / ".tuneline", ignore_errors=True)  # a new snapshot, not a reuse
@@ -278,6 +322,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--side", type=int, default=512, help="--commands: image side (default 512)")
     ap.add_argument("--large-count", type=int, default=1000, help="--commands: large images (0: none)")
     ap.add_argument("--large-side", type=int, default=4000, help="--commands: their side (default 4000)")
+    ap.add_argument("--sets", help="--data: only these folders (comma-separated names)")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        help="--commands: time this config (its first source pointed at each set), not the built-in one",
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        help="--commands: prepared ISIC-layout sets (DATA/isic*/train.csv, jpeg/train), not generated ones",
+    )
     args = ap.parse_args(argv)
     if args.commands:
         return commands(args)

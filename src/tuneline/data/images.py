@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -42,6 +42,8 @@ from typing import Any, TypedDict
 import numpy as np
 import scipy.fftpack
 from PIL import Image
+
+from tuneline.data.checks.duplicates import _base
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,9 @@ class ImageInfo:
     phash: int | None = None
     dhash: int | None = None
     mean_rgb: tuple[float, float, float] | None = None
+    # Near-duplicate confirmation without a 2nd decode: central-70% mean RGB, 16x16 base thumbnail
+    centre_rgb: tuple[float, float, float] | None = None
+    thumb: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -265,7 +270,16 @@ def _inspect_open(img: Image.Image, base: dict[str, Any], limits: ImageLimits) -
         conversions=conversions,
         **perceptual_hashes(gray, limits.hash_size),
         mean_rgb=mean_rgb,
+        centre_rgb=centre_rgb(small),
+        thumb=_base(np.asarray(small.convert("RGB"), dtype=np.uint8)),
     )
+
+
+def centre_rgb(im: Image.Image) -> tuple[float, float, float]:
+    """Mean RGB of the central 70% of ``im`` (one BOX resample: exact area means)."""
+    box = (im.width * 0.15, im.height * 0.15, im.width * 0.85, im.height * 0.85)
+    px = im.convert("RGB").resize((1, 1), Image.Resampling.BOX, box=box).tobytes()
+    return (float(px[0]), float(px[1]), float(px[2]))
 
 
 class PerceptualHashes(TypedDict):

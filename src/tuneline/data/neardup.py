@@ -81,30 +81,96 @@ def near_duplicate_pairs(
     Exact duplicates (distance 0) are included; pass one image per exact-duplicate group to keep
     the output small. Hashes are 64-bit (``hash_size=8``).
     """
+    i, j, d = unique_pairs(near_duplicate_batches(phashes, dhashes, max_distance, max_total_distance))
+    return [(int(a), int(b), int(c)) for a, b, c in zip(i.tolist(), j.tolist(), d.tolist(), strict=True)]
+
+
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (i, j, phash distance), input indexes, i < j
+
+
+def near_duplicate_batches(
+    phashes: Sequence[int | None],
+    dhashes: Sequence[int | None],
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    max_total_distance: int | None = None,
+) -> Iterator[Batch]:
+    """The qualifying pairs of ``near_duplicate_pairs`` as a stream of arrays (a pair may come more
+    than once: ``unique_pairs`` sorts and dedupes), so a caller can filter them further without ever
+    holding every pair as Python tuples (millions, on large sets of similar-looking images)."""
     if max_total_distance is None:
         max_total_distance = max_distance + _TOTAL_MARGIN
     idx, ph, dh = _valid(phashes, dhashes)
     if len(idx) < 2:
-        return []
-    out_i: list[np.ndarray] = []
-    out_j: list[np.ndarray] = []
-    out_d: list[np.ndarray] = []
+        return
+    if _use_blocks(ph, dh, max_distance, max_total_distance):
+        for a, b, dp in _block_pairs(ph, dh, max_distance, max_total_distance):
+            yield idx[a], idx[b], dp
+        return
     for a, b in _candidates(ph, dh, max_distance, max_total_distance):
         dp = np.bitwise_count(ph[a] ^ ph[b])
         dd = np.bitwise_count(dh[a] ^ dh[b])
         ok = (dp <= max_distance) & (dp.astype(np.int64) + dd <= max_total_distance)
         if ok.any():
-            out_i.append(a[ok])
-            out_j.append(b[ok])
-            out_d.append(dp[ok])
-    if not out_i:
-        return []
-    i = np.concatenate(out_i)
-    j = np.concatenate(out_j)
-    d = np.concatenate(out_d)
-    # A pair close on several bands is found once per band: keep one, sorted by (i, j).
-    _, first = np.unique(i * len(idx) + j, return_index=True)
-    return [(int(idx[i[k]]), int(idx[j[k]]), int(d[k])) for k in first]
+            yield idx[a[ok]], idx[b[ok]], dp[ok]
+
+
+def unique_pairs(batches: Iterator[Batch] | list[Batch]) -> Batch:
+    """Concatenate batches, keep one of each (i, j), sorted by (i, j)."""
+    got = list(batches)
+    if not got:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    i = np.concatenate([b[0] for b in got]).astype(np.int64)
+    j = np.concatenate([b[1] for b in got]).astype(np.int64)
+    d = np.concatenate([b[2] for b in got]).astype(np.int64)
+    key = i * (int(j.max()) + 1) + j
+    _, first = np.unique(key, return_index=True)
+    return i[first], j[first], d[first]
+
+
+# Measured on this machine: the index costs ~150 ns per candidate it expands (gather, popcount,
+# dedupe), the blocked all-pairs scan ~6 ns per pair. Hashes of similar-looking images (one
+# camera, one body site) cluster, and then the index expands nearly every pair: 12.8M candidates
+# of 18M pairs on 6,000 synthetic lesions, where the scan is ~20x faster.
+_CANDIDATE_VS_PAIR_COST = 25
+
+
+def _use_blocks(ph: np.ndarray, dh: np.ndarray, max_distance: int, max_total: int) -> bool:
+    """Whether the all-pairs scan beats the band index here: the index's candidate count is
+    counted exactly (bucket sizes per probe, no expansion) and priced against the n^2/2 scan."""
+    n = len(ph)
+    pairs = n * (n - 1) / 2
+    chosen = _chosen_plan(ph, dh, max_distance, max_total)
+    if chosen is None:
+        return True
+    bands, words = chosen
+    budget = pairs / _CANDIDATE_VS_PAIR_COST
+    total = 0
+    for word, shift, width, radius in bands:
+        vals = ((words[:, word] >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+        total += _probe_count(vals, width, radius)
+        if total > budget:
+            return True
+    return False
+
+
+def _block_pairs(
+    ph: np.ndarray, dh: np.ndarray, max_distance: int, max_total: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every pair i < j within both bounds, by blocks of rows against the later columns (flat memory)."""
+    n = len(ph)
+    rows = max(1, _BATCH // n)
+    for r0 in range(0, n - 1, rows):
+        r1 = min(n - 1, r0 + rows)
+        dp = np.bitwise_count(ph[r0:r1, None] ^ ph[None, r0 + 1 :])
+        a, b = np.nonzero(dp <= max_distance)  # phash first: usually few pass, dhash only for them
+        if not a.size:
+            continue
+        i, j = a + r0, b + r0 + 1
+        d = dp[a, b]
+        ok = (j > i) & (d.astype(np.int16) + np.bitwise_count(dh[i] ^ dh[j]) <= max_total)
+        if ok.any():
+            yield i[ok], j[ok], d[ok]
 
 
 def candidate_pairs(
@@ -154,6 +220,20 @@ def _candidates(
     picks the cheaper (the joint code usually: it spreads the slack over twice as many bits).
     If no band plan beats comparing all pairs (tiny inputs, huge radii), all pairs are compared.
     """
+    chosen = _chosen_plan(ph, dh, max_distance, max_total)
+    if chosen is None:
+        yield from _all_pairs(len(ph))
+        return
+    bands, words = chosen
+    for word, shift, width, radius in bands:
+        vals = ((words[:, word] >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+        yield from _probe(vals, width, radius)
+
+
+def _chosen_plan(
+    ph: np.ndarray, dh: np.ndarray, max_distance: int, max_total: int
+) -> tuple[list[tuple[int, int, int, int]], np.ndarray] | None:
+    """The cheaper band plan and its words, or None when comparing all pairs is cheaper."""
     n = len(ph)
     options = []
     if max_distance >= 0:
@@ -161,14 +241,25 @@ def _candidates(
     if max_total >= 0:
         options.append((_plan(n, 2, max_total), np.stack([ph, dh], axis=1)))
     if not options:
-        return
+        return None
     (cost, bands), words = min(options, key=lambda o: o[0][0])
     if cost >= _brute_cost(n):
-        yield from _all_pairs(n)
-        return
-    for word, shift, width, radius in bands:
-        vals = ((words[:, word] >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
-        yield from _probe(vals, width, radius)
+        return None
+    return bands, words
+
+
+def _probe_count(vals: np.ndarray, width: int, radius: int) -> int:
+    """How many candidates ``_probe`` would expand (before its i < j filter), without expanding them."""
+    n = len(vals)
+    counts = np.bincount(vals, minlength=1 << width)
+    masks = _masks(width, radius)
+    step = max(1, _BATCH // n)
+    total = 0
+    for m0 in range(0, len(masks), step):
+        batch = masks[m0 : m0 + step]
+        q = vals[None, :] ^ batch[:, None]
+        total += int(np.where((q > vals[None, :]) | (batch[:, None] == 0), counts[q], 0).sum())
+    return total
 
 
 def _probe(vals: np.ndarray, width: int, radius: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

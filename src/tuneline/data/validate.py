@@ -148,9 +148,13 @@ def validate(
         )
     }
     usable = [r for r in records if r.id not in fatal]
+    # Duplicates before the token budget: their worker pool then starts before a lazy token
+    # counter loads the model's processor (threads from torch/tokenizers force spawn over fork).
+    dup_findings, exact_links, near_links = duplicates.check(
+        usable, infos, dc.checks.near_duplicate_distance, workers=dc.workers
+    )
     if count_tokens is not None:
         raw += text.budget(usable, count_tokens, dc.max_seq_length)
-    dup_findings, exact_links, near_links = duplicates.check(usable, infos, dc.checks.near_duplicate_distance)
     links = exact_links + near_links
     raw += dup_findings
     raw += labels.conflicts(usable, exact_links, near_links)
@@ -259,7 +263,11 @@ def inspect_images_ray(paths: list[str], limits: ImageLimits, progress: Callable
 def _failures(dc, rows, splits, errors, drops, error_fraction, dataset_errors) -> list[str]:
     """Why the dataset fails, one sentence each (empty when it passes)."""
     out = []
-    if error_fraction > dc.checks.max_error_fraction:
+    reasons = Counter(f.check for f in [*errors.values(), *drops.values()])
+    why = ", ".join(f"{code} {n}" for code, n in reasons.most_common())
+    if rows and len(errors) >= rows:  # a threshold (even 100%) is no verdict when nothing passed
+        out.append(f"every record failed its checks ({why}): there is nothing to train on")
+    elif error_fraction > dc.checks.max_error_fraction:
         out.append(
             f"{len(errors)} of {rows} records have errors "
             f"({error_fraction:.1%} > data.checks.max_error_fraction={dc.checks.max_error_fraction:g})"
@@ -268,9 +276,9 @@ def _failures(dc, rows, splits, errors, drops, error_fraction, dataset_errors) -
         out.append("; ".join(f"[{f.check}] {f.message}" for f in dataset_errors))
     if not rows:
         out.append("no records: the data sources hold no rows")
+    elif len(errors) >= rows:
+        pass  # said above: every record failed
     elif not any(splits[s] for s in SPLITS):
-        reasons = Counter(f.check for f in [*errors.values(), *drops.values()])
-        why = ", ".join(f"{code} {n}" for code, n in reasons.most_common())
         out.append(f"no records left after the checks: all {rows} were excluded ({why})")
     elif not splits["train"]:
         out.append("the train split is empty: change data.split or supply train records")

@@ -10,12 +10,13 @@ Reports (data_report.json / .html) are written whatever the verdict: they say wh
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuneline.config import Config
 from tuneline.data import forget, snapshot
-from tuneline.data.records import write_records
+from tuneline.data.records import Record, write_records
 from tuneline.data.split import SPLITS
 from tuneline.data.validate import Validation, validate, write_report
 from tuneline.errors import DataError
@@ -34,13 +35,29 @@ class PreparedData:
     reused: bool
 
 
+class _TokenCounter:
+    """The model processor's token counter, loaded on the first record it counts.
+
+    Token budgets count the model's image tokens, so they need its processor, which imports
+    transformers and torch (seconds, and threads). Loading it after the image work lets the image
+    and duplicate pools fork from a single-threaded process instead of spawning."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.count: Callable[[Record], int] | None = None
+
+    def __call__(self, record: Record) -> int:
+        if self.count is None:
+            from tuneline.models.load import load_processor, resolve_base
+
+            self.count = load_processor(resolve_base(self.cfg.model)).token_counter()
+        return self.count(record)
+
+
 def check(cfg: Config, report_dir: Path) -> tuple[Validation, Path, Path]:
     """Validate every source and the split; write the reports into ``report_dir``."""
-    from tuneline.models.load import load_processor, resolve_base
-
-    processor = load_processor(resolve_base(cfg.model))  # token budgets count the model's image tokens
     with phases() as progress:
-        result = validate(cfg, count_tokens=processor.token_counter(), progress=progress)
+        result = validate(cfg, count_tokens=_TokenCounter(cfg), progress=progress)
     result = forget.applied(cfg, result)  # records forgotten with `tuneline data forget` stay out
     fp = snapshot.fingerprint(cfg, result.splits, result.infos) if result.passed else None
     report_json, report_html = write_report(result, report_dir, fp)

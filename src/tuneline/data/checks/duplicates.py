@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from tuneline.data.findings import Finding
-from tuneline.data.neardup import exact_duplicate_groups, near_duplicate_pairs
+from tuneline.data.neardup import exact_duplicate_groups, near_duplicate_batches, unique_pairs
 from tuneline.data.records import Record
 
 CANDIDATE_DISTANCE = 20
@@ -48,6 +48,8 @@ Thumbs = tuple[np.ndarray, np.ndarray]  # (grid of unit-norm thumbnails, central
 
 Reduced = tuple[np.ndarray, np.ndarray]  # (the image at most 64x64 RGB uint8, central mean RGB)
 GRID_CACHE = 256  # unit-norm thumbnail grids kept at once (~0.7 MB each); the rest are recomputed
+POOL_MIN_IMAGES = 2048  # fewer images to grid (~1 ms each) are done here: a pool costs more to start
+REDUCED_CACHE = 16384  # reduced images kept at once (12 KB each: <= 200 MB); the rest are re-decoded
 
 
 def _reduce(path: str) -> Reduced | None:
@@ -103,18 +105,34 @@ def _grid(small: np.ndarray) -> np.ndarray:
     """
     h, w = small.shape[:2]
     wx, wy = _axis_weights(w), _axis_weights(h)  # (A, T, w), (A, T, h)
+    n_a, n_z, n_s = len(_AXIS), len(SCALES), len(SHIFTS)
     img = small.astype(np.float32).transpose(2, 0, 1)  # (3, h, w)
-    cols = img[None] @ wx.transpose(0, 2, 1)[:, None]  # (A_x, 3, h, T)
-    thumbs = wy[:, None, None] @ cols[None]  # (A_y, A_x, 3, T, T)
-    thumbs = thumbs.transpose(0, 1, 3, 4, 2)  # (A_y, A_x, T_y, T_x, 3)
+    # Two GEMMs: x first for every axis option, then y; rows (ay, s), columns (c, ax, t).
+    cols = img.reshape(3 * h, w) @ wx.reshape(n_a * THUMB, w).T  # (3h, A*T)
+    cols = cols.reshape(3, h, n_a * THUMB).transpose(1, 0, 2).reshape(h, 3 * n_a * THUMB)
+    thumbs = (wy.reshape(n_a * THUMB, h) @ cols).reshape(n_a, THUMB, 3, n_a, THUMB)  # (ay, T_y, c, ax, T_x)
+    # Per channel: a colour cast is not structure. The BOX means come from the weights' row sums,
+    # without a strided reduction over the thumbnails.
+    ux, uy = wx.sum(axis=1), wy.sum(axis=1)  # (A, w), (A, h)
+    means = np.einsum("ah,chw,bw->acb", uy, img, ux, optimize=True) / (THUMB * THUMB)  # (ay, c, ax)
+    thumbs -= means[:, None, :, :, None]
     # _GRID order: zx, zy, sx, sy -> index (zx, sx) on x and (zy, sy) on y.
-    n_z, n_s = len(SCALES), len(SHIFTS)
-    t = thumbs.reshape(n_z, n_s, n_z, n_s, THUMB, THUMB, 3)  # (zy, sy, zx, sx, ...)
-    t = t.transpose(2, 0, 3, 1, 4, 5, 6).reshape(len(_GRID), THUMB * THUMB, 3)
-    t = t - t.mean(axis=1, keepdims=True)  # per channel: a colour cast is not structure
-    t = t.reshape(len(_GRID), -1)
-    norms = np.linalg.norm(t, axis=1, keepdims=True)
-    return np.where(norms > 0, t / np.where(norms > 0, norms, 1), t)
+    t = thumbs.reshape(n_z, n_s, THUMB, 3, n_z, n_s, THUMB)  # (zy, sy, T_y, c, zx, sx, T_x)
+    t = t.transpose(4, 0, 5, 1, 2, 6, 3).reshape(len(_GRID), THUMB * THUMB * 3)
+    norms = np.sqrt(np.einsum("ij,ij->i", t, t))[:, None]
+    return t / np.where(norms > 0, norms, 1)  # a flat thumbnail stays all zeros
+
+
+def _base(small: np.ndarray) -> np.ndarray:
+    """Row ``_BASE`` of ``_grid(small)`` (zoom 1, no shift), computed alone: two small products."""
+    h, w = small.shape[:2]
+    k = _AXIS.index((1.0, 0.0))
+    wx, wy = _axis_weights(w)[k], _axis_weights(h)[k]  # (T, w), (T, h)
+    img = small.astype(np.float32).transpose(2, 0, 1)  # (3, h, w)
+    t = (wy[None] @ img @ wx.T[None]).transpose(1, 2, 0).reshape(THUMB * THUMB, 3)  # (T*T, 3)
+    t = (t - t.mean(axis=0, keepdims=True)).reshape(-1)
+    norm = float(np.linalg.norm(t))
+    return t / norm if norm > 0 else t
 
 
 def _grid_pil(small: np.ndarray) -> np.ndarray:
@@ -144,15 +162,32 @@ class _Pixels:
     (kept: O(images) x 12 KB, not the ~0.7 MB grid); grids are derived from it and only the
     GRID_CACHE most recently used are kept (pairs come sorted, so the first image repeats)."""
 
-    def __init__(self, grid_cache: int = GRID_CACHE) -> None:
+    def __init__(self, grid_cache: int = GRID_CACHE, reduced_cache: int = REDUCED_CACHE) -> None:
         self.reduced: dict[str, Reduced | None] = {}
         self.grids: OrderedDict[str, np.ndarray] = OrderedDict()
         self.grid_cache = grid_cache
+        self.reduced_cache = reduced_cache
+
+    def _reduced(self, path: str) -> Reduced | None:
+        if path in self.reduced:
+            return self.reduced[path]
+        reduced = _reduce(path)
+        if len(self.reduced) < self.reduced_cache:
+            self.reduced[path] = reduced
+        return reduced
+
+    def forget(self, path: str) -> None:
+        """Drop what is kept for ``path`` (its pairs are all scored)."""
+        self.reduced.pop(path, None)
+        self.grids.pop(path, None)
+
+    def base(self, path: str) -> np.ndarray | None:
+        """The unit-norm zoom-1, shift-0 thumbnail (row _BASE of the grid), without the grid."""
+        reduced = self._reduced(path)
+        return None if reduced is None else _base(reduced[0])
 
     def get(self, path: str) -> Thumbs | None:
-        if path not in self.reduced:
-            self.reduced[path] = _reduce(path)
-        reduced = self.reduced[path]
+        reduced = self._reduced(path)
         if reduced is None:
             return None
         grid = self.grids.get(path)
@@ -165,9 +200,7 @@ class _Pixels:
         return grid, reduced[1]
 
     def colour(self, path: str) -> np.ndarray | None:
-        if path not in self.reduced:
-            self.reduced[path] = _reduce(path)
-        reduced = self.reduced[path]
+        reduced = self._reduced(path)
         return None if reduced is None else reduced[1]
 
     def same(self, a: str, b: str) -> bool:
@@ -190,7 +223,7 @@ def _first_images(records: list[Record], infos: dict) -> tuple[list[Record], lis
 
 
 def check(
-    records: list[Record], infos: dict, max_distance: int | None
+    records: list[Record], infos: dict, max_distance: int | None, workers: int = 1
 ) -> tuple[list[Finding], list[tuple[str, str]], list[tuple[str, str]]]:
     """(findings, exact links, near links): links are (original id, copy id) pairs."""
     recs, inf = _first_images(records, infos)
@@ -217,15 +250,12 @@ def check(
             )
     distance = CANDIDATE_DISTANCE if max_distance is None else max_distance
     total = CANDIDATE_TOTAL_DISTANCE if max_distance is None else None
-    pixels = _Pixels()
-    candidates = near_duplicate_pairs(
-        [x.phash for x in inf], [x.dhash for x in inf], max_distance=distance, max_total_distance=total
-    )
-    for i, j, dist in candidates:
-        if exact_of.get(j) == i or exact_of.get(i, i) == exact_of.get(j, j):
-            continue  # already reported as an exact copy of the same original
-        if not pixels.same(inf[i].path, inf[j].path):
-            continue  # nominated by the hashes, but a look-alike (or another colour), not a copy
+    root = np.arange(len(inf))
+    for j, first in exact_of.items():
+        root[j] = first
+    i_arr, j_arr, d_arr = _nominated(inf, root, distance, total)
+    same = _confirm(inf, i_arr, j_arr, workers)
+    for i, j, dist in zip(i_arr[same].tolist(), j_arr[same].tolist(), d_arr[same].tolist(), strict=True):
         near.append((recs[i].id, recs[j].id))
         message = (
             f"{Path(inf[j].path).name} looks like a copy of the image of {recs[i].id} (hash distance {dist})"
@@ -234,3 +264,106 @@ def check(
             Finding("duplicate_near", "error", message, recs[j].id, recs[j].source, "image", (recs[i].id,))
         )
     return findings, links, near
+
+
+def _nominated(
+    inf: list, root: np.ndarray, distance: int, total: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs (i, j, hash distance), sorted, that survive the two tests needing no pixels:
+    not exact copies of one original, and central colours within MAX_COLOUR_SHIFT (from the
+    inspection). Streamed in arrays: similar-looking sets nominate millions of pairs by hash."""
+    nan = (np.nan, np.nan, np.nan)
+    centres = np.array([x.centre_rgb if x.centre_rgb is not None else nan for x in inf], dtype=np.float32)
+    centres = centres.reshape(-1, 3)
+
+    def kept():
+        batches = near_duplicate_batches(
+            [x.phash for x in inf], [x.dhash for x in inf], max_distance=distance, max_total_distance=total
+        )
+        for i, j, d in batches:
+            shift = np.abs(centres[i] - centres[j]).max(axis=1)
+            keep = (root[i] != root[j]) & ~(shift > MAX_COLOUR_SHIFT)  # no colour known: keep it
+            if keep.any():
+                yield i[keep], j[keep], d[keep]
+
+    return unique_pairs(kept())
+
+
+def _confirm(infos: list, i: np.ndarray, j: np.ndarray, workers: int = 1) -> np.ndarray:
+    """Which pairs are copies on pixels: max(base_i . grid_j, base_j . grid_i) >= MIN_PIXEL_CORRELATION.
+
+    Each image's base thumbnail (3 KB) comes with its inspection; each image named by a pair is
+    decoded (reduced) and gridded once, however many pairs name it, and its grid scored against all
+    its partners' bases, in ``workers`` processes when there are enough images to pay for a pool.
+    An image without a thumbnail confirms its pairs (inspection judged it readable)."""
+    if not len(i):
+        return np.zeros(0, dtype=bool)
+    images = np.unique(np.concatenate([i, j]))
+    slot = np.full(int(images.max()) + 1, -1, dtype=np.int64)
+    slot[images] = np.arange(len(images))
+    names = [infos[int(x)].path for x in images]
+    got = [infos[int(x)].thumb for x in images]  # from the inspection's decode: no second read
+    known = np.array([b is not None for b in got], dtype=bool)
+    bases = np.stack([b if b is not None else np.zeros(THUMB * THUMB * 3, np.float32) for b in got])
+    del got
+    si, sj = slot[i], slot[j]
+    unknown = ~known[si] | ~known[sj]
+    # Work items: one image's grid against its partners' bases (pair k, partner slot), both sides.
+    side = np.concatenate([si, sj])
+    other = np.concatenate([sj, si])
+    pair = np.concatenate([np.arange(len(i)), np.arange(len(i))])
+    ok = known[side] & known[other]
+    side, other, pair = side[ok], other[ok], pair[ok]
+    order = np.argsort(side, kind="stable")
+    side, other, pair = side[order], other[order], pair[order]
+    bounds = np.flatnonzero(np.diff(side)) + 1
+    items = [
+        (names[int(side[lo])], pair[lo:hi], other[lo:hi])
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(side)], strict=True)
+    ]
+    best = np.full(len(i), -np.inf, dtype=np.float32)
+    pool = workers if len(items) >= POOL_MIN_IMAGES else 1
+    for ks, scores in _run(_scores_chunk, _chunks(items, pool), pool, bases):
+        np.maximum.at(best, ks, scores)
+    return unknown | (best >= MIN_PIXEL_CORRELATION)
+
+
+_BASES: np.ndarray | None = None  # the partners' base thumbnails, set in each worker once
+
+
+def _set_bases(bases: np.ndarray | None) -> None:
+    global _BASES
+    _BASES = bases
+
+
+def _scores_chunk(items: list[tuple[str, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    assert _BASES is not None
+    out = []
+    for name, ks, partners in items:
+        thumbs = _Pixels(reduced_cache=0).get(name)
+        if thumbs is None:  # read before, unreadable now: leave the pair to the base test's verdict
+            continue
+        out.append((ks, (thumbs[0] @ _BASES[partners].T).max(axis=0).astype(np.float32)))
+    return out
+
+
+def _chunks(items: list, workers: int) -> list[list]:
+    size = max(1, min(256, -(-len(items) // max(1, workers * 4))))
+    return [items[k : k + size] for k in range(0, len(items), size)]
+
+
+def _run(fn, chunks: list[list], workers: int, bases: np.ndarray | None = None) -> list:
+    """``fn`` over ``chunks`` (results concatenated in order): in this process, or a pool."""
+    if workers <= 1 or len(chunks) < 2:
+        _set_bases(bases)
+        try:
+            return [r for c in chunks for r in fn(c)]
+        finally:
+            _set_bases(None)
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tuneline.data.images import pool_context
+
+    n = min(workers, len(chunks))
+    with ProcessPoolExecutor(n, mp_context=pool_context(), initializer=_set_bases, initargs=(bases,)) as ex:
+        return [r for rs in ex.map(fn, chunks) for r in rs]
