@@ -26,15 +26,11 @@ import logging
 import os
 import stat
 import struct
-import sys
-import threading
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any, TypedDict
@@ -44,6 +40,7 @@ import scipy.fftpack
 from PIL import Image
 
 from tuneline.data.checks.duplicates import _base
+from tuneline.data.pools import pool_context
 
 log = logging.getLogger(__name__)
 
@@ -508,30 +505,6 @@ def inspect_images(
         else:
             _isolate(todo, items, limits, results, finished, ctx)
     return results  # type: ignore[return-value]
-
-
-def pool_context() -> BaseContext:
-    """``fork`` when this process has a single thread, else ``spawn``.
-
-    ``fork`` starts workers in milliseconds with everything imported, but forking a process that
-    runs other threads (torch's OpenMP pool, a logging thread) can deadlock the child on a lock
-    held by a thread that does not exist there. A single-threaded process has no such lock, so
-    fork is safe exactly then; otherwise ``spawn`` pays ~0.5 s per worker to re-import. Native
-    threads are invisible to ``threading``, hence /proc; a Python thread that was just joined can
-    linger there for a moment, hence the short wait.
-    """
-    if sys.platform.startswith("linux"):
-        for _ in range(20):
-            try:
-                n_threads = len(os.listdir("/proc/self/task"))
-            except OSError:
-                break
-            if n_threads == 1:
-                return get_context("fork")
-            if threading.active_count() > 1:
-                break  # a live Python thread: no point waiting
-            time.sleep(0.005)
-    return get_context("spawn")
 
 
 def _inspect_chunk(paths: list[str | Path], limits: ImageLimits) -> list[ImageInfo]:

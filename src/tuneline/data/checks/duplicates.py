@@ -362,7 +362,7 @@ def _run(fn, chunks: list[list], workers: int, bases: np.ndarray | None = None) 
             _set_bases(None)
     from concurrent.futures import ProcessPoolExecutor
 
-    from tuneline.data.images import pool_context
+    from tuneline.data.pools import pool_context
 
     n = min(workers, len(chunks))
     with ProcessPoolExecutor(n, mp_context=pool_context(), initializer=_set_bases, initargs=(bases,)) as ex:
