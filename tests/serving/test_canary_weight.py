@@ -103,3 +103,38 @@ def test_the_watcher_applies_the_weight_once_the_tagged_version_serves(tmp_path)
     w.poll()
     assert seen[-1] == ("challenger", None)
     assert traffic["now"] == {"champion": 100.0, "challenger": 0.0}
+
+
+def test_loop_canary_tags_the_version_the_server_reads_and_rollback_removes_it(tmp_path, monkeypatch):
+    from tuneline.config.schema import Config
+    from tuneline.loop import decide as decide_mod
+    from tuneline.registry import store
+    from tuneline.serving.sources import RegistrySource
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = store.client(uri)
+    c.create_registered_model("shapes")
+    for _ in range(2):
+        c.create_model_version("shapes", source=(tmp_path / "a").as_uri())
+    c.set_registered_model_alias("shapes", "champion", "1")
+    cfg = Config.model_validate(
+        {
+            "run": {"name": "shapes"},
+            "model": {"base": "tiny:gemma3"},
+            "data": {"sources": [{"type": "jsonl", "path": str(tmp_path / "d.jsonl")}]},
+            "registry": {"tracking_uri": uri, "model_name": "shapes"},
+            "serve": {"state_dir": str(tmp_path / "serve"), "traffic": {"champion": 100, "challenger": 0}},
+            "loop": {"canary_weight": 15},
+        }
+    )
+    decide_mod.canary(cfg, "2")
+    source = RegistrySource(uri, "shapes", tmp_path / "cache")
+    ref = source.resolve("challenger")
+    assert ref.version == "2" and canary_weight(ref.tags) == 15.0  # what the watcher will apply
+    assert canary_traffic(cfg.serve.traffic, "challenger", 15.0) == {"champion": 85.0, "challenger": 15.0}
+    ab.Store(tmp_path / "serve" / "ab.sqlite").close()
+    monkeypatch.setattr(decide_mod, "judge", lambda report, rules: ("rollback", "planted: worse"))
+    assert decide_mod.decide(cfg).action == "rollback"
+    assert CANARY_WEIGHT_TAG not in (c.get_model_version("shapes", "2").tags or {})
+    ref = source.resolve("challenger")
+    assert ref.version == "1" and canary_weight(ref.tags) is None  # the configured split is back
