@@ -287,6 +287,7 @@ class Cascade:
                 final, meta = await self._decide(call)
                 if key and not meta.get("degraded"):
                     srv.cache.put(key, (final, meta))
+            await call.score_labels()  # a cached answer: the small model's probabilities, one forward
         except GenerationError as exc:
             call.release()
             call.finish(500, error=str(exc))
@@ -304,7 +305,6 @@ class Cascade:
         ttft = time.perf_counter() - call.started
         call.observe(text, final.done, ttft)
         call.prediction = text
-        await call.score_labels()  # a cached answer: the small model's probabilities, one forward
         call.release()
         call.finish(
             200,
