@@ -5,9 +5,13 @@
 Reads ``serve.state_dir/ab.sqlite`` (responses joined with their newest feedback) and the inputs the
 server kept (``serve.loop.keep_inputs``, opt-in): each candidate has its images and text, the served
 prediction, the variant and version, any feedback, and a labelled correction when feedback carried
-``label``. Class probabilities come from the log when the backend recorded them; otherwise the champion
-and the challenger score each candidate here (label log-probabilities, evaluation/classify.py), which
-also gives the disagreement strategy both models' answers. Written to ``<round>/pool.jsonl``.
+``label``. Class probabilities: the served variant's come from the log (the server records them at
+serve time when ``keep_inputs`` is on and the model has class labels: the version that answered, not
+whichever holds the alias now); every alias still missing (the other of champion/challenger, or an
+old log without them) is scored here by the current champion and challenger (label log-probabilities,
+evaluation/classify.py), which also gives the disagreement strategy both models' answers. Each
+candidate says which: ``probs_source[alias]`` is ``served`` or ``rescored``. Written to
+``<round>/pool.jsonl``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Candidate:
     outcome: str | None = None
     label: str | None = None  # a corrected label from /v1/feedback
     probs: dict[str, dict[str, float]] = field(default_factory=dict)  # alias -> {label: probability}
+    probs_source: dict[str, str] = field(default_factory=dict)  # alias -> served | rescored
 
     def record(self, label: str | None = None) -> Record:
         """The candidate as a canonical record: the user turn, answered by ``label`` (empty when None)."""
@@ -106,6 +111,7 @@ def read_log(serve_state: Path, since: float = 0.0) -> list[Candidate]:
         )
         if probs:
             cand.probs[variant] = json.loads(probs)
+            cand.probs_source[variant] = "served"
         out.append(cand)
     if missing:
         log.warning("%d logged requests have no kept inputs (retention, or keep_inputs was off)", missing)
@@ -139,10 +145,12 @@ def score(cfg: Config, pool: list[Candidate], labels: list[str], aliases: tuple[
         except Exception as exc:  # noqa: BLE001 - no challenger yet: the champion's scores suffice
             log.info("no %s to score the pool with (%s)", alias, exc)
             continue
+        log.info("re-scoring %d candidates with the current %s (no served probabilities)", len(todo), alias)
         collator = ChatCollator(processor, cfg.data.max_seq_length)
         s = score_labels(model, collator, [c.record() for c in todo], labels, batch_size=cfg.eval.batch_size)
         for c, row in zip(todo, s.probabilities, strict=True):
             c.probs[alias] = {lab: float(p) for lab, p in zip(labels, row, strict=True)}
+            c.probs_source[alias] = "rescored"
 
 
 def collect(

@@ -2,9 +2,11 @@
 
     tuneline loop decide CONFIG
 
-Canary: the challenger alias points at the new version and ``serve.traffic`` sends it ``loop.canary_weight``
-percent of users ({champion: 100 - w, challenger: w}); the registered model's ``tuneline.loop_canary`` tag
-says which version and since when, so the report reads only the canary's traffic.
+Canary: the challenger alias points at the new version, tagged ``tuneline.canary_weight`` =
+``loop.canary_weight``; the server's alias watcher (serving/watcher.py) then sends it that percent of
+users and the champion the rest, with no edit to ``serve.traffic`` (which must list both aliases). The
+registered model's ``tuneline.loop_canary`` tag says which version and since when, so the report reads
+only the canary's traffic. Promote or rollback deletes the weight tag: the configured split is back.
 
 Decision, from ``tuneline serve report`` (serving/ab.py: feedback accuracy, error rate, latency with
 bootstrap CIs per variant), in this order:
@@ -75,9 +77,12 @@ def canary(cfg: Config, version: str) -> dict[str, Any]:
 
     c, name = _client(cfg), cfg.model_name
     set_challenger(c, name, version)
+    from tuneline.serving.watcher import CANARY_WEIGHT_TAG
+
     info = {"version": version, "weight": cfg.loop.canary_weight, "since": time.time()}
-    c.set_registered_model_tag(name, CANARY_TAG, json.dumps(info))
     w = cfg.loop.canary_weight
+    c.set_model_version_tag(name, version, CANARY_WEIGHT_TAG, f"{w:g}")  # the server applies it
+    c.set_registered_model_tag(name, CANARY_TAG, json.dumps(info))
     record(
         c,
         name,
@@ -171,6 +176,12 @@ def decide(cfg: Config, *, apply: bool = True) -> Decision:
             c.set_registered_model_alias(name, "challenger", str(champ))
         c.set_model_version_tag(name, version, "tuneline.loop_rejected", reason[:4000])
     if action in ("promote", "rollback"):
+        from tuneline.serving.watcher import CANARY_WEIGHT_TAG
+
+        try:  # the server goes back to serve.traffic's split
+            c.delete_model_version_tag(name, version, CANARY_WEIGHT_TAG)
+        except Exception as exc:  # noqa: BLE001 - a canary started before the weight tag existed
+            log.info("no canary weight tag on version %s (%s)", version, exc)
         c.delete_registered_model_tag(name, CANARY_TAG)
     last = (loop_history(c, name) or [{}])[-1]
     same_wait = action == "wait" and last.get("action") == "wait" and last.get("reason") == reason[:600]

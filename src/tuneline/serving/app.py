@@ -56,7 +56,7 @@ from tuneline.serving.requests import (
     validation_message,
 )
 from tuneline.serving.sources import RegistrySource
-from tuneline.serving.watcher import Routes, Watcher
+from tuneline.serving.watcher import Routes, Watcher, canary_traffic
 
 log = logging.getLogger("tuneline.serve")
 access = logging.getLogger("tuneline.access")
@@ -81,6 +81,7 @@ class Server:
         self.cascade = Cascade(cfg, self.model_name, self.metrics, self.costs) if cfg.serve.cascade else None
         self.routes = Routes(cascade.aliases(cfg.serve, self.model_name))
         self.primary = next(iter(cfg.serve.traffic))
+        self.traffic = dict(cfg.serve.traffic)  # serve.traffic, or a canary's share from the registry
         self.running = 0
         uri = tracking_uri or cfg.registry.tracking_uri or store.default_tracking_uri()
         self.source = RegistrySource(uri, self.model_name, state)
@@ -96,11 +97,16 @@ class Server:
             self.metrics,
             cfg.serve.watch.interval_s,
             on_swap=self._on_swap,
+            on_weight=self._on_weight,
         )
 
     def _on_swap(self, alias: str, variant: Variant) -> None:
         if alias == self.primary and self.serve.drift.enabled:
             self.drift.set_reference(variant.drift_reference)
+
+    def _on_weight(self, alias: str, weight: float | None) -> None:
+        self.traffic = canary_traffic(self.serve.traffic, alias, weight)  # one assignment
+        log.info("A/B traffic now %s (%s canary weight %s)", self.traffic, alias, weight)
 
     def _embed(self, images):
         variant = self.routes.get(self.primary)
@@ -145,7 +151,7 @@ class Server:
         if model == self.model_name and self.cascade is not None:
             alias = self.cascade.small_alias
         elif model == self.model_name:
-            alias = ab.assign(self.serve.traffic, self.serve.salt, user or response_id)
+            alias = ab.assign(self.traffic, self.serve.salt, user or response_id)
         elif model.startswith(self.model_name + "@") and model.split("@", 1)[1] in self.routes.aliases:
             alias = model.split("@", 1)[1]
         else:
@@ -327,6 +333,7 @@ def create_app(cfg, *, tracking_uri: str | None = None) -> FastAPI:
             "ready": srv.routes.ready,
             "variants": {a: (table[a].ref.version if a in table else None) for a in srv.routes.aliases},
             "errors": dict(srv.watcher.errors),
+            "traffic": dict(srv.traffic),
         }
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 

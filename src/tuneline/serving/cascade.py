@@ -97,6 +97,7 @@ class Answer:
     busy_s: float
     confidence: float | None = None
     cost: float = 0.0
+    log_probs: np.ndarray | None = None  # per label, when scored over cascade.labels
 
 
 class Cascade:
@@ -176,7 +177,7 @@ class Cascade:
             p = class_probabilities(scored.log_probs, self.temperature)
             k = int(np.argmax(p))
             done = Done("stop", scored.prompt_tokens, int(scored.tokens[k]))
-            return Answer(self.labels[k], done, scored.busy_s, float(p[k]))
+            return Answer(self.labels[k], done, scored.busy_s, float(p[k]), log_probs=scored.log_probs)
         began = time.perf_counter()
         text, done = await _collect(call.srv.engine, variant, replace(req, stream=False))
         busy = (time.perf_counter() - began) / max(done.batch_size, 1)
@@ -286,6 +287,7 @@ class Cascade:
                 final, meta = await self._decide(call)
                 if key and not meta.get("degraded"):
                     srv.cache.put(key, (final, meta))
+            await call.score_labels()  # a cached answer: the small model's probabilities, one forward
         except GenerationError as exc:
             call.release()
             call.finish(500, error=str(exc))
@@ -302,6 +304,7 @@ class Cascade:
         call.headers.update(pii_headers)
         ttft = time.perf_counter() - call.started
         call.observe(text, final.done, ttft)
+        call.prediction = text
         call.release()
         call.finish(
             200,
@@ -321,6 +324,9 @@ class Cascade:
 
     async def _decide(self, call: ChatCall) -> tuple[Answer, dict]:
         small = await self._small(call)
+        if small.log_probs is not None and self.labels and call.loop_labels():
+            # the log row's variant is the small alias: keep its probabilities, no second forward
+            call.set_probs(small.log_probs, self.labels)
         conf = float(small.confidence if small.confidence is not None else 1.0)
         self.confidence.observe(conf)
         bar = self.costs.budget.fallback_threshold(self.threshold)

@@ -22,6 +22,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tuneline.serving import ab
+from tuneline.serving.confidence import class_probabilities, score_candidates
 from tuneline.serving.engine import Delta, Done, GenerationError, Variant
 from tuneline.serving.limits import ApiError
 from tuneline.serving.requests import ChatRequest, max_tokens_of, prepare
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from tuneline.serving.app import Server
 
 access = logging.getLogger("tuneline.access")
+log = logging.getLogger("tuneline.serve")
 
 
 def error_response(exc: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -89,6 +91,8 @@ class ChatCall:
         self.hit: tuple[str, Done] | None = None
         self.prediction: str | None = None  # the answer, for the request store (never the access log)
         self.cascaded = srv.cascade is not None and body.model == srv.model_name  # serve.cascade
+        # serve.loop.keep_inputs with class labels: the answering variant's {label: probability}
+        self.probs: dict[str, float] | None = None
 
     # ---------------------------------------------------------------- bookkeeping
     def finish(self, status: int, **fields: Any) -> None:
@@ -115,6 +119,7 @@ class ChatCall:
                 completion_tokens=fields.get("completion_tokens"),
                 cached=int(bool(fields.get("cached"))),
                 prediction=self.prediction,
+                probs=json.dumps(self.probs) if status == 200 and self.probs is not None else None,
                 input_id=self._keep() if status == 200 else None,
             )
 
@@ -123,6 +128,39 @@ class ChatCall:
         keeper = self.srv.keeper
         req = getattr(self, "req", None)
         return None if keeper is None or req is None else keeper.keep(req.messages, req.images)
+
+    def loop_labels(self) -> list[str] | None:
+        """The class labels whose probabilities the loop keeps: the cascade's, else eval.labels."""
+        srv = self.srv
+        if srv.keeper is None or srv.serve.backend != "transformers":
+            return None
+        labels = srv.cascade.labels if srv.cascade is not None else srv.cfg.eval.labels
+        return list(labels) if labels else None
+
+    def set_probs(self, log_probs, labels: list[str]) -> None:
+        """The softmax (temperature 1, as loop collect's re-scoring) of per-label log-probabilities."""
+        p = class_probabilities(log_probs)
+        self.probs = {lab: float(x) for lab, x in zip(labels, p, strict=True)}
+
+    async def score_labels(self) -> None:
+        """keep_inputs with class labels: one forward of the served variant over the labels.
+
+        The cascade already scored them (it sets ``probs`` itself); otherwise this costs the request one
+        forward pass after its answer, on the variant that answered. Never fails the request.
+        """
+        labels = self.loop_labels()
+        req = getattr(self, "req", None)
+        if labels is None or self.probs is not None or req is None:
+            return
+        v = self.variant
+        try:
+            scored = await asyncio.to_thread(
+                score_candidates, v.host, v.adapter, req.messages, req.images, labels
+            )
+        except Exception:  # noqa: BLE001 - keeping probabilities must never fail a request
+            log.exception("could not score the labels of request %s", self.rid)
+            return
+        self.set_probs(scored.log_probs, labels)
 
     def route_and_admit(self) -> Response | None:
         """Pick the variant and take a concurrency slot; the refusal to send back, if any."""
@@ -249,6 +287,7 @@ class ChatCall:
             reason = "stop" if stopped else done.finish_reason
             self.observe(text, done, ttft)
             self.prediction = text
+            await self.score_labels()
             result = {
                 "id": self.rid,
                 "object": "chat.completion",
@@ -330,6 +369,7 @@ class ChatCall:
                 )
             self.observe(sent, done, ttft)
             self.prediction = sent
+            await self.score_labels()
         except GenerationError as exc:
             status = 500
             self.info["error"] = str(exc)

@@ -7,6 +7,13 @@ finish on the old version, which is unloaded when its last request is done. A ve
 download or load leaves the old one serving; the failure is logged and counted
 (``tuneline:model_load_failures_total``, ``tuneline:model_load_failed``), and that version is not
 retried until the alias moves again.
+
+Canary without a config edit: ``tuneline loop`` tags the challenger's version with its traffic share
+(``tuneline.canary_weight``, percent). When the version an alias serves carries that tag, the server's
+A/B split gives the alias that share and the other aliases of ``serve.traffic`` the rest, in their
+configured proportions (:func:`canary_traffic`); when the tag goes (promote, rollback: the alias moves
+to an untagged version, or the tag is deleted) the configured split is back. Applied only once the
+tagged version is loaded, so the share never goes to the version it replaces.
 """
 
 from __future__ import annotations
@@ -20,6 +27,37 @@ from tuneline.serving.metrics import Metrics
 from tuneline.serving.sources import RegistrySource
 
 log = logging.getLogger("tuneline.serve")
+
+CANARY_WEIGHT_TAG = "tuneline.canary_weight"
+
+
+def canary_weight(tags: dict[str, str]) -> float | None:
+    """The canary share (percent) a version's tags ask for; None without one, or when it is unusable."""
+    raw = tags.get(CANARY_WEIGHT_TAG)
+    if raw is None:
+        return None
+    try:
+        w = float(raw)
+    except ValueError:
+        w = -1.0
+    if not 0.0 <= w <= 100.0:
+        log.warning("ignoring %s=%r: not a percentage in [0, 100]", CANARY_WEIGHT_TAG, raw)
+        return None
+    return w
+
+
+def canary_traffic(traffic: dict[str, float], alias: str, weight: float | None) -> dict[str, float]:
+    """``traffic`` with ``alias`` at ``weight`` percent and the other aliases sharing the rest in their
+    configured proportions (evenly when none had any); unchanged when there is no weight, the alias is
+    not in ``traffic``, or it is the only alias. Order is kept (sticky assignment walks it)."""
+    if weight is None or alias not in traffic or len(traffic) < 2:
+        return dict(traffic)
+    others = {a: p for a, p in traffic.items() if a != alias}
+    total, rest = sum(others.values()), 100.0 - weight
+    return {
+        a: weight if a == alias else (rest * others[a] / total if total > 0 else rest / len(others))
+        for a in traffic
+    }
 
 
 class Routes:
@@ -53,6 +91,7 @@ class Watcher:
         metrics: Metrics,
         interval_s: float,
         on_swap: Callable[[str, Variant], None] | None = None,
+        on_weight: Callable[[str, float | None], None] | None = None,
     ) -> None:
         self.source = source
         self.load = load
@@ -60,6 +99,8 @@ class Watcher:
         self.metrics = metrics
         self.interval_s = interval_s
         self.on_swap = on_swap
+        self.on_weight = on_weight
+        self.weights: dict[str, float | None] = {}  # alias -> the canary share its served version asks for
         self.failed: dict[str, str] = {}  # alias -> version that failed to load
         self.errors: dict[str, str] = {}
         self._stop = threading.Event()
@@ -79,6 +120,7 @@ class Watcher:
                 continue
             current = self.routes.get(alias)
             if current is not None and current.ref.version == ref.version:
+                self._weigh(alias, ref.tags)  # a tag set or removed on the version already served
                 continue
             if self.failed.get(alias) == ref.version:
                 continue
@@ -109,11 +151,19 @@ class Watcher:
             self.metrics.model_swaps.labels(alias).inc()
             if self.on_swap:
                 self.on_swap(alias, variant)
+            self._weigh(alias, ref.tags)
             if old is not None:
                 log.info("%s: version %s -> %s", alias, old.ref.version, ref.version)
                 old.retire()
             else:
                 log.info("%s: serving version %s", alias, ref.version)
+
+    def _weigh(self, alias: str, tags: dict[str, str]) -> None:
+        w = canary_weight(tags)
+        if self.weights.get(alias) != w:
+            self.weights[alias] = w
+            if self.on_weight:
+                self.on_weight(alias, w)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tuneline-watcher", daemon=True)
