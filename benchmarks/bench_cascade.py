@@ -167,7 +167,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1797, help="digits records (1,797: all of them)")
     ap.add_argument("--steps", type=int, default=300, help="training steps of the small model")
-    ap.add_argument("--large-steps", type=int, default=150, help="training steps of the fallback")
+    ap.add_argument("--large-steps", type=int, default=300, help="training steps of the fallback")
     ap.add_argument("--small", default="tiny:gemma3@s")
     ap.add_argument("--large", default="tiny:gemma3@big")
     ap.add_argument("--price-per-hour", type=float, default=2.0, help="accelerator-hour price (both models)")
