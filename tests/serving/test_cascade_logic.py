@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tuneline.evaluation.metrics import expected_calibration_error as ece
 from tuneline.serving.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from tuneline.serving.cascade_curve import choose, curve, ece, fit_temperature, softmax
+from tuneline.serving.cascade_curve import choose, curve, fit_temperature, softmax
 from tuneline.serving.costs import Budget, local_cost, token_cost
 
 

@@ -36,7 +36,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tuneline.errors import ConfigError
 from tuneline.serving.breaker import OPEN, CircuitBreaker
-from tuneline.serving.confidence import class_probabilities, generation_confidence, score_candidates
+from tuneline.serving.cascade_curve import softmax
+from tuneline.serving.confidence import generation_confidence, score_candidates
 from tuneline.serving.engine import Delta, Done, GenerationError
 from tuneline.serving.limits import ApiError
 
@@ -174,7 +175,7 @@ class Cascade:
             scored = await asyncio.to_thread(
                 score_candidates, host, variant.adapter, req.messages, req.images, self.labels
             )
-            p = class_probabilities(scored.log_probs, self.temperature)
+            p = softmax(scored.log_probs, self.temperature)
             k = int(np.argmax(p))
             done = Done("stop", scored.prompt_tokens, int(scored.tokens[k]))
             return Answer(self.labels[k], done, scored.busy_s, float(p[k]), log_probs=scored.log_probs)

@@ -84,10 +84,10 @@ def as_json(points: list[CurvePoint]) -> list[dict]:
 
 # ------------------------------------------------------------------ temperature scaling
 def softmax(log_scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities over the last axis (one request's label scores, or a row per record)."""
     z = np.asarray(log_scores, dtype=np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
 
 
 def nll(log_scores: np.ndarray, y: np.ndarray, temperature: float) -> float:
@@ -110,16 +110,3 @@ def fit_temperature(log_scores: np.ndarray, y: np.ndarray, lo: float = 0.05, hi:
         else:
             a = c
     return float(np.exp((a + b) / 2))
-
-
-def ece(correct: np.ndarray, confidence: np.ndarray, n_bins: int = 10) -> float:
-    """Expected calibration error of top-class confidence (equal-width bins)."""
-    conf = np.asarray(confidence, dtype=np.float64)
-    ok = np.asarray(correct, dtype=np.float64)
-    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in range(n_bins):
-        m = bins == b
-        if m.any():
-            total += m.mean() * abs(ok[m].mean() - conf[m].mean())
-    return float(total)

@@ -22,7 +22,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tuneline.serving import ab
-from tuneline.serving.confidence import class_probabilities, score_candidates
+from tuneline.serving.cascade_curve import softmax
+from tuneline.serving.confidence import score_candidates
 from tuneline.serving.engine import Delta, Done, GenerationError, Variant
 from tuneline.serving.limits import ApiError
 from tuneline.serving.requests import ChatRequest, max_tokens_of, prepare
@@ -139,7 +140,7 @@ class ChatCall:
 
     def set_probs(self, log_probs, labels: list[str]) -> None:
         """The softmax (temperature 1, as loop collect's re-scoring) of per-label log-probabilities."""
-        p = class_probabilities(log_probs)
+        p = softmax(log_probs)
         self.probs = {lab: float(x) for lab, x in zip(labels, p, strict=True)}
 
     async def score_labels(self) -> None:

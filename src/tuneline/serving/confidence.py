@@ -73,12 +73,6 @@ def _score(host: Any, adapter: str | None, messages: list[dict], images: list, t
     return Scored(sums, counts, n_pre, time.perf_counter() - began)
 
 
-def class_probabilities(log_probs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(log_probs, dtype=np.float64) / temperature
-    p = np.exp(z - z.max())
-    return p / p.sum()
-
-
 def generation_confidence(sum_log_prob: float, tokens: int) -> float:
     """exp(mean token log-probability): the geometric-mean probability of the answer's tokens, in [0, 1]."""
     return math.exp(sum_log_prob / max(tokens, 1))
